@@ -1,0 +1,111 @@
+"""Reader for the IDX format of MNIST and Fashion-MNIST, plain or gzip-compressed.
+
+An IDX file is: two zero bytes, one type byte, one byte giving the number of dimensions, then
+one big-endian uint32 per dimension, then the values in C order, big-endian.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+# Type byte -> big-endian numpy dtype, as defined by the format.
+IDX_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _read_bytes(path: Path) -> bytes:
+    raw = path.read_bytes()
+    if not raw.startswith(_GZIP_MAGIC):
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise ValueError(
+            f"The IDX file {path} is gzip-compressed but could not be decompressed "
+            f"(truncated or corrupt): {exc}."
+        ) from exc
+
+
+def parse_idx(data: bytes, *, source: str = "<bytes>") -> np.ndarray:
+    """Parse the bytes of an IDX file into an array with the file's shape.
+
+    Raises ValueError naming ``source`` when the magic number, type byte or length is wrong.
+    """
+    if len(data) < 4:
+        raise ValueError(
+            f"The IDX file {source} is {len(data)} bytes long, too short for the 4-byte magic "
+            "number."
+        )
+    if data[0] != 0 or data[1] != 0:
+        raise ValueError(
+            f"The IDX file {source} has a bad magic number {data[:4].hex()}: an IDX file "
+            "starts with two zero bytes."
+        )
+    type_code, ndim = data[2], data[3]
+    if type_code not in IDX_DTYPES:
+        known = ", ".join(f"0x{code:02X}" for code in IDX_DTYPES)
+        raise ValueError(
+            f"The IDX file {source} has a bad magic number {data[:4].hex()}: type byte "
+            f"0x{type_code:02X} is not one of {known}."
+        )
+    if ndim == 0:
+        raise ValueError(f"The IDX file {source} declares 0 dimensions; at least 1 is needed.")
+    header_len = 4 + 4 * ndim
+    if len(data) < header_len:
+        raise ValueError(
+            f"The IDX file {source} is {len(data)} bytes long, too short for its header of "
+            f"{header_len} bytes ({ndim} dimensions)."
+        )
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    dtype = IDX_DTYPES[type_code]
+    expected = header_len + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if len(data) != expected:
+        raise ValueError(
+            f"The IDX file {source} has the wrong length: its header declares shape {dims} of "
+            f"{dtype.name}, which needs {expected} bytes, but it has {len(data)} bytes."
+        )
+    values = np.frombuffer(data, dtype=dtype, offset=header_len).reshape(dims)
+    # Native byte order, and a copy so the array owns writable memory.
+    return values.astype(dtype.newbyteorder("="))
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (``.gz`` or plain; detected from the content) into a numpy array."""
+    path = Path(path)
+    return parse_idx(_read_bytes(path), source=str(path))
+
+
+def write_idx(path: str | Path, array: np.ndarray, *, compress: bool | None = None) -> None:
+    """Write ``array`` as an IDX file; gzip it when ``compress`` is true or the name ends in .gz.
+
+    Used by tests and by anyone converting data to the MNIST layout.
+    """
+    path = Path(path)
+    array = np.asarray(array)
+    for code, dtype in IDX_DTYPES.items():
+        if dtype.kind == array.dtype.kind and dtype.itemsize == array.dtype.itemsize:
+            type_code = code
+            break
+    else:
+        raise TypeError(f"An IDX file cannot hold values of dtype {array.dtype}.")
+    if not 1 <= array.ndim <= 255:
+        raise ValueError(f"An IDX file holds 1 to 255 dimensions, got {array.ndim}.")
+    header = bytes([0, 0, type_code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    payload = header + np.ascontiguousarray(array, dtype=IDX_DTYPES[type_code]).tobytes()
+    if compress is None:
+        compress = path.suffix == ".gz"
+    if compress:
+        payload = gzip.compress(payload, mtime=0)
+    path.write_bytes(payload)

@@ -1,0 +1,147 @@
+"""Fixed-point bookkeeping: each node's exponent (lsb), integer range and bit width.
+
+Ranges are interval arithmetic over the declared input range, so the inferred width of every node
+is enough that no intermediate can overflow for any input in that range.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fewops.graph.ops import Op
+
+if TYPE_CHECKING:
+    from fewops.graph.graph import Graph
+
+INT64_SAFE = 2**62
+
+
+def level_groups(graph: Graph) -> list[np.ndarray]:
+    """Node indices of each topological level, in increasing level."""
+    level = graph.level
+    order = np.argsort(level, kind="stable")
+    bounds = np.flatnonzero(np.diff(level[order])) + 1
+    return np.split(order, bounds)
+
+
+def infer_lsb(graph: Graph) -> np.ndarray:
+    """Exponent of every node's integer (inputs and constants have exponent 0).
+
+    An adder takes the smaller exponent of its two shifted operands, so it never drops a bit; all
+    outputs share the smallest output exponent so the output port has one scale.
+    """
+    lsb = np.zeros(graph.num_nodes, dtype=np.int64)
+    op = graph.op
+    for nodes in level_groups(graph)[1:]:
+        ea = lsb[graph.a[nodes]] + graph.sa[nodes]
+        binary = (op[nodes] == Op.ADD) | (op[nodes] == Op.SUB)
+        eb = np.where(binary, lsb[np.maximum(graph.b[nodes], 0)] + graph.sb[nodes], ea)
+        lsb[nodes] = np.minimum(ea, eb)
+    outs = graph.output_nodes
+    if outs.size:
+        lsb[outs] = lsb[outs].min()
+    return lsb
+
+
+def operand_shifts(graph: Graph) -> tuple[np.ndarray, np.ndarray]:
+    """Left shifts (>= 0) that align each operand's integer to its node's exponent."""
+    lsb = graph.lsb
+    a = np.maximum(graph.a, 0)
+    b = np.maximum(graph.b, 0)
+    la = np.where(graph.a >= 0, lsb[a] + graph.sa - lsb, 0)
+    lb = np.where(graph.b >= 0, lsb[b] + graph.sb - lsb, 0)
+    return la, lb
+
+
+def infer_ranges(graph: Graph, input_lo, input_hi) -> tuple[np.ndarray, np.ndarray]:
+    """Integer range [lo, hi] of every node for inputs within [input_lo, input_hi].
+
+    The bounds may be scalars or one value per input port. Returns int64 arrays when every bound
+    fits comfortably, else arrays of Python ints (exact at any width).
+    """
+    n_in = graph.num_inputs
+    in_lo = np.broadcast_to(np.asarray(input_lo, dtype=object), (n_in,))
+    in_hi = np.broadcast_to(np.asarray(input_hi, dtype=object), (n_in,))
+    if any(lo > hi for lo, hi in zip(in_lo, in_hi, strict=True)):
+        raise ValueError("Each input's lower bound must not exceed its upper bound.")
+    estimate = _ranges(graph, in_lo.astype(np.float64), in_hi.astype(np.float64), np.float64)
+    magnitude = max(np.abs(estimate[0]).max(initial=0), np.abs(estimate[1]).max(initial=0))
+    if magnitude < INT64_SAFE:
+        return _ranges(graph, in_lo.astype(np.int64), in_hi.astype(np.int64), np.int64)
+    return _ranges(graph, in_lo, in_hi, object)
+
+
+def _ranges(graph, in_lo, in_hi, dtype):
+    n = graph.num_nodes
+    lo = np.zeros(n, dtype=dtype)
+    hi = np.zeros(n, dtype=dtype)
+    inputs = graph.input_nodes
+    lo[inputs] = in_lo
+    hi[inputs] = in_hi
+    consts = np.flatnonzero(graph.op == Op.CONST)
+    lo[consts] = graph.const[consts].astype(dtype)
+    hi[consts] = graph.const[consts].astype(dtype)
+    la, lb = operand_shifts(graph)
+    scale_a = _pow2(la, dtype)
+    scale_b = _pow2(lb, dtype)
+    op = graph.op
+    for nodes in level_groups(graph)[1:]:
+        a = graph.a[nodes]
+        b = np.maximum(graph.b[nodes], 0)
+        alo, ahi = lo[a] * scale_a[nodes], hi[a] * scale_a[nodes]
+        blo, bhi = lo[b] * scale_b[nodes], hi[b] * scale_b[nodes]
+        kind = op[nodes]
+        c = graph.const[nodes].astype(dtype)
+        new_lo, new_hi = alo.copy(), ahi.copy()
+        for mask, l_val, h_val in (
+            (kind == Op.ADD, alo + blo, ahi + bhi),
+            (kind == Op.SUB, alo - bhi, ahi - blo),
+            (kind == Op.NEG, -ahi, -alo),
+            (kind == Op.MUL, np.minimum(c * alo, c * ahi), np.maximum(c * alo, c * ahi)),
+        ):
+            new_lo = np.where(mask, l_val, new_lo)
+            new_hi = np.where(mask, h_val, new_hi)
+        lo[nodes] = new_lo
+        hi[nodes] = new_hi
+    return lo, hi
+
+
+def _pow2(shifts: np.ndarray, dtype) -> np.ndarray:
+    if dtype is object:
+        return np.array([1 << int(s) for s in shifts], dtype=object)
+    if dtype == np.float64:
+        return np.ldexp(1.0, shifts)
+    return np.left_shift(np.int64(1), shifts.astype(np.int64))
+
+
+def signed_width(lo, hi) -> np.ndarray:
+    """Smallest two's-complement width holding every integer in [lo, hi] (at least 1 bit)."""
+    lo = np.asarray(lo)
+    hi = np.asarray(hi)
+    if lo.dtype == object or hi.dtype == object:
+        need = [
+            max(int(h).bit_length() if h > 0 else 0, (-int(x) - 1).bit_length() if x < 0 else 0)
+            for x, h in zip(lo.ravel(), hi.ravel(), strict=True)
+        ]
+        return np.asarray(need, dtype=np.int64).reshape(lo.shape) + 1
+    pos = np.maximum(hi, 0).astype(np.int64)
+    neg = np.maximum(-lo.astype(np.int64) - 1, 0)
+    return np.maximum(_bit_length(pos), _bit_length(neg)) + 1
+
+
+def _bit_length(x: np.ndarray) -> np.ndarray:
+    length = np.zeros(x.shape, dtype=np.int64)
+    for bit in range(63):
+        length += (x >> bit) > 0
+    return length
+
+
+def infer_widths(graph: Graph, input_width: int) -> np.ndarray:
+    """Bit width of each node's integer for signed inputs of ``input_width`` bits."""
+    if not 1 <= int(input_width) <= 4096:
+        raise ValueError(f"Input width must be between 1 and 4096 bits; got {input_width}.")
+    top = 1 << (int(input_width) - 1)
+    lo, hi = infer_ranges(graph, -top, top - 1)
+    return signed_width(lo, hi)
