@@ -18,6 +18,10 @@ from fewops.graph.widths import infer_ranges, operand_shifts, signed_width
 
 
 
+BLOCK_BYTES = 64 * 2**20  # node-value buffer of one block of vectors
+MIN_BLOCK = 256  # below this many vectors per block, evaluate vector by vector
+
+
 @dataclass(frozen=True)
 class _Group:
     """Nodes of one level and one kind, contiguous in evaluation order.
@@ -141,20 +145,34 @@ def evaluate(graph: Graph, x, *, threads: int = 2) -> np.ndarray:
     x = x.astype(dtype)
     plan = _plan_for(graph)
     out = np.empty((batch, graph.num_outputs), dtype=dtype)
-    workers = max(1, min(int(threads), batch)) if dtype is not object else 1
-    shares = np.array_split(np.arange(batch), workers)
+    itemsize = 8 if dtype is object else np.dtype(dtype).itemsize
+    block = BLOCK_BYTES // max(1, graph.num_nodes * itemsize)
+    if block >= MIN_BLOCK:
+        # Small graph, many vectors: vectorise across the batch, one block of columns at a time.
+        starts = np.arange(0, batch, block)
+        shares = [starts[i::threads] for i in range(min(threads, starts.shape[0]))]
 
-    def run(rows: np.ndarray) -> None:
-        vals = np.empty(plan.order.shape[0], dtype=dtype)
-        spare = np.empty(plan.largest_group, dtype=dtype)
-        for r in rows:
-            out[r] = _evaluate_vector(plan, x[r], vals, spare, dtype)
+        def run(block_starts: np.ndarray) -> None:
+            for s in block_starts:
+                out[s : s + block] = _evaluate_block(plan, x[s : s + block], dtype).T
+
+    else:
+        # Large graph: one vector at a time keeps each step a flat 1-D numpy call.
+        shares = np.array_split(np.arange(batch), min(threads, batch))
+
+        def run(rows: np.ndarray) -> None:
+            vals = np.empty(plan.order.shape[0], dtype=dtype)
+            for r in rows:
+                out[r] = _evaluate_vector(plan, x[r], vals, dtype)
+
+    workers = len(shares) if dtype is not object else 1
 
     if workers > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(run, shares))
     else:
-        run(shares[0])
+        for share in shares:
+            run(share)
     if dtype is not object:
         out = out.astype(np.int64)
     return out[0] if single else out
@@ -175,7 +193,7 @@ def _narrowest_dtype(node_lo, node_hi):
     return object
 
 
-def _evaluate_vector(plan: _Plan, x, vals, spare, dtype) -> np.ndarray:
+def _evaluate_vector(plan: _Plan, x, vals, dtype) -> np.ndarray:
     """Outputs for one input vector; ``vals`` holds one value per node (evaluation order).
 
     One vector at a time keeps every operation a flat 1-D numpy call (gathers of 1-D arrays are
@@ -203,7 +221,33 @@ def _evaluate_vector(plan: _Plan, x, vals, spare, dtype) -> np.ndarray:
     return vals[plan.outputs]
 
 
+def _evaluate_block(plan: _Plan, x: np.ndarray, dtype) -> np.ndarray:
+    """Outputs for a block of vectors, shape (outputs, block); rows of ``vals`` are nodes."""
+    vals = np.empty((plan.order.shape[0], x.shape[0]), dtype=dtype)
+    vals[plan.inputs] = x.T
+    if plan.consts.size:
+        vals[plan.consts] = plan.const_values.astype(dtype)[:, None]
+    for g in plan.groups:
+        res = vals[g.start : g.stop]
+        va = vals[g.a]
+        if g.la is not None:
+            va = _shl(va, g.la[:, None], dtype)
+        if g.kind == Op.ADD or g.kind == Op.SUB:
+            vb = vals[g.b]
+            if g.lb is not None:
+                vb = _shl(vb, g.lb[:, None], dtype)
+            (np.add if g.kind == Op.ADD else np.subtract)(va, vb, out=res)
+        elif g.kind == Op.NEG:
+            np.negative(va, out=res)
+        elif g.kind == Op.MUL:
+            np.multiply(va, g.const.astype(dtype)[:, None], out=res)
+        else:
+            res[...] = va
+    return vals[plan.outputs]
+
+
 def _shl(values: np.ndarray, shifts: np.ndarray, dtype) -> np.ndarray:
     if dtype is object:
-        return values * np.array([1 << int(s) for s in shifts], dtype=object)
+        factors = np.vectorize(lambda s: 1 << int(s), otypes=[object])(shifts)
+        return values * factors
     return np.left_shift(values, shifts.astype(dtype))

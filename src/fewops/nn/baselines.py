@@ -1,0 +1,45 @@
+"""Post-training baselines: dense MAC and dense fixed point in CSD."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fewops.codes import csd, dense
+from fewops.nn.api import LayerSelection, register, set_submodule
+from fewops.nn.coded import coded_like, layer_matrix
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    """Dense MAC: ``bits``-bit fixed-point weights, one multiplier per weight."""
+
+    bits: int = 16
+    layers: LayerSelection = field(default_factory=LayerSelection)
+
+
+@dataclass(frozen=True)
+class CSDConfig:
+    """Dense fixed point in CSD at ``bits`` bits, or the smallest width reaching ``target_db``."""
+
+    bits: int | None = 8
+    target_db: float | None = None
+    layers: LayerSelection = field(default_factory=LayerSelection)
+
+    def __post_init__(self) -> None:
+        if (self.bits is None) == (self.target_db is None):
+            raise ValueError("CSDConfig needs exactly one of bits and target_db.")
+
+
+@register(DenseConfig)
+def _dense(model, config, targets, **_):
+    for name, module, cfg in targets:
+        coded = dense.encode(layer_matrix(module).numpy(), cfg.bits)
+        set_submodule(model, name, coded_like(module, coded))
+
+
+@register(CSDConfig)
+def _csd(model, config, targets, **_):
+    for name, module, cfg in targets:
+        w = layer_matrix(module).numpy()
+        bits = cfg.bits if cfg.bits is not None else csd.bits_for_sqnr(w, cfg.target_db)
+        set_submodule(model, name, coded_like(module, csd.encode(w, bits)))
