@@ -43,3 +43,22 @@ def _csd(model, config, targets, **_):
         w = layer_matrix(module).numpy()
         bits = cfg.bits if cfg.bits is not None else csd.bits_for_sqnr(w, cfg.target_db)
         set_submodule(model, name, coded_like(module, csd.encode(w, bits)))
+
+
+def add_cli_args(parser) -> None:
+    parser.add_argument("--bits", type=int, default=None, help="fixed-point weight width (dense, csd)")
+    parser.add_argument(
+        "--target-db", type=float, default=None, help="csd: smallest width reaching this SQNR"
+    )
+
+
+def config_from_args(args, method: str = "csd"):
+    if method == "dense":
+        return DenseConfig(bits=args.bits or 16)
+    if args.target_db is not None:
+        return CSDConfig(bits=None, target_db=args.target_db)
+    return CSDConfig(bits=args.bits or 8)
+
+
+def demo_config(method: str = "csd"):
+    return DenseConfig(bits=16) if method == "dense" else CSDConfig(bits=8)

@@ -1,0 +1,101 @@
+"""The jobs behind the CLI: the demo and ``compress`` (float model, baselines, one method)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+from fewops.methods import available_methods, demo_config
+from fewops.nn.api import compress_
+from fewops.nn.baselines import CSDConfig, DenseConfig
+from fewops.pipeline import float_accuracy, run_method
+from fewops.report.write import build_report, markdown_table, write_report
+
+DEMO_HIDDEN = (64, 32)
+DEMO_EPOCHS = 40
+
+
+def csd_bits_for_accuracy(model, dataset, tolerance: float = 0.005, max_bits: int = 16) -> int:
+    """Smallest CSD width whose coded model stays within ``tolerance`` of the float accuracy."""
+    reference = float_accuracy(model, dataset.x_test, dataset.y_test)
+    for bits in range(2, max_bits + 1):
+        trial = compress_(copy.deepcopy(model), CSDConfig(bits=bits))
+        if float_accuracy(trial, dataset.x_test, dataset.y_test) >= reference - tolerance:
+            return bits
+    return max_bits
+
+
+def baselines(model, dataset, *, act_bits: int, simulate: bool = True) -> list[dict]:
+    """Dense MAC (16-bit) and CSD at the smallest width keeping float accuracy within 0.5 points."""
+    dense_entry, _ = run_method("dense", model, dataset, DenseConfig(bits=16), act_bits=act_bits,
+                                simulate=simulate)
+    bits = csd_bits_for_accuracy(model, dataset)
+    csd_entry, _ = run_method("csd", model, dataset, CSDConfig(bits=bits), act_bits=act_bits,
+                              simulate=simulate)
+    csd_entry["config"]["chosen_by"] = "smallest width within 0.5 points of float accuracy"
+    return [dense_entry, csd_entry]
+
+
+def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, methods=None) -> dict:
+    """Train an MLP on digits, code it with every available method, simulate, report."""
+    from fewops.data import load
+    from fewops.nn.train import train_or_load
+
+    start = time.perf_counter()
+    dataset = load("digits", seed=seed)
+    model, info = train_or_load(
+        "mlp", "digits", epochs=DEMO_EPOCHS, seed=seed, dataset=dataset, hidden=DEMO_HIDDEN,
+        lr=3e-3, progress=progress,
+    )
+    act_bits = 8
+    entries = baselines(model, dataset, act_bits=act_bits)
+    for name in methods or available_methods():
+        if name in ("dense", "csd"):
+            continue
+        if progress:
+            print(f"coding with {name} ...", flush=True)
+        entry, _ = run_method(name, model, dataset, demo_config(name), act_bits=act_bits)
+        entries.append(entry)
+    report = build_report(
+        "digits",
+        "mlp",
+        entries,
+        float_model={"accuracy": float_accuracy(model, dataset.x_test, dataset.y_test),
+                     "hidden": list(DEMO_HIDDEN), "epochs": DEMO_EPOCHS, "cached": info["cached"]},
+        seconds=round(time.perf_counter() - start, 2),
+    )
+    write_report(out_dir, report)
+    return report
+
+
+def run_compress(args, method_config, out_dir: Path) -> dict:
+    """Train or load the float model, code it with one method beside the baselines, report."""
+    from fewops.data import load
+    from fewops.nn.train import train_or_load
+
+    start = time.perf_counter()
+    dataset = load(args.data, root=args.data_root, seed=args.seed)
+    hidden = tuple(args.hidden) if args.hidden else None
+    model, info = train_or_load(
+        args.model, args.data, epochs=args.epochs, seed=args.seed, dataset=dataset,
+        hidden=hidden if args.model == "mlp" else None, lr=args.lr, progress=not args.quiet,
+    )
+    simulate = not args.no_simulate
+    entries = baselines(model, dataset, act_bits=args.act_bits, simulate=simulate)
+    if args.method not in ("dense", "csd"):
+        entry, _ = run_method(args.method, model, dataset, method_config,
+                              act_bits=args.act_bits, simulate=simulate)
+        entries.append(entry)
+    report = build_report(
+        args.data, args.model, entries,
+        float_model={"accuracy": float_accuracy(model, dataset.x_test, dataset.y_test),
+                     "epochs": args.epochs, "cached": info["cached"], "path": str(info["path"])},
+        seconds=round(time.perf_counter() - start, 2),
+    )
+    write_report(out_dir, report)
+    return report
+
+
+def summary(report: dict) -> str:
+    return markdown_table(report)

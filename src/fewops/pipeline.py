@@ -1,0 +1,109 @@
+"""Code a float model with a method, simulate it in integers, count it: one report entry."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, is_dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from fewops.cost.report import NetworkCost
+from fewops.nn.api import coded_layers, compress_
+from fewops.nn.coded import CodedConv2d
+from fewops.sim.network import compile_network
+
+
+def conv_positions(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Output positions (H*W) of every coded conv, found by one forward pass on zeros."""
+    positions: dict[str, int] = {}
+    hooks = []
+    for name, module in coded_layers(model):
+        if isinstance(module, CodedConv2d):
+            hooks.append(
+                module.register_forward_hook(
+                    lambda m, i, o, name=name: positions.__setitem__(name, o.shape[2] * o.shape[3])
+                )
+            )
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros((1, *input_shape)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return positions
+
+
+def network_cost(model: nn.Module, input_shape) -> NetworkCost:
+    positions = conv_positions(model, input_shape)
+    layers = []
+    for name, module in coded_layers(model):
+        kind = "conv" if isinstance(module, CodedConv2d) else "linear"
+        layers.append(
+            module.coded.layer_cost(
+                name, kind=kind, positions=positions.get(name, 1), bias=module.bias
+            )
+        )
+    return NetworkCost(tuple(layers))
+
+
+def float_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, x.shape[0], batch_size):
+            logits = model(torch.as_tensor(x[start : start + batch_size]))
+            correct += int((logits.argmax(1).numpy() == y[start : start + batch_size]).sum())
+    return correct / max(1, x.shape[0])
+
+
+def config_to_dict(config) -> dict:
+    if is_dataclass(config):
+        return {k: v for k, v in asdict(config).items() if _jsonable(v)}
+    return {"repr": repr(config)}
+
+
+def _jsonable(value) -> bool:
+    return isinstance(value, int | float | str | bool | type(None) | list | tuple | dict)
+
+
+def run_method(
+    method: str,
+    float_model: nn.Module,
+    dataset,
+    config,
+    *,
+    act_bits: int = 8,
+    simulate: bool = True,
+    calibration_size: int = 512,
+    **compress_kwargs,
+) -> tuple[dict, nn.Module]:
+    """Code a copy of ``float_model`` with ``config``; returns (report entry, coded model)."""
+    start = time.perf_counter()
+    model = copy.deepcopy(float_model)
+    compress_(model, config, data=dataset, **compress_kwargs)
+    coded_seconds = time.perf_counter() - start
+    entry = {
+        "method": method,
+        "config": config_to_dict(config),
+        "accuracy": {"float": float_accuracy(model, dataset.x_test, dataset.y_test)},
+    }
+    if simulate:
+        net = compile_network(model, dataset.x_train[:calibration_size], act_bits=act_bits)
+        sim_start = time.perf_counter()
+        pred = net.predict(dataset.x_test)
+        entry["accuracy"]["simulated"] = float((pred == dataset.y_test).mean())
+        entry["simulation"] = {
+            "act_bits": act_bits,
+            "seconds": round(time.perf_counter() - sim_start, 3),
+        }
+    else:
+        entry["accuracy"]["simulated"] = None
+    entry.update(network_cost(model, dataset.input_shape).to_dict())
+    stages = getattr(model, "fewops_stages", None)
+    if stages is not None:
+        entry["stages"] = stages
+    entry["seconds"] = round(coded_seconds, 3)
+    return entry, model
