@@ -141,29 +141,34 @@ def evaluate(graph: Graph, x, *, threads: int = 2) -> np.ndarray:
         return out[0] if single else out
     lo, hi = int(x.min()), int(x.max())
     node_lo, node_hi = infer_ranges(graph, lo, hi)
-    dtype = _narrowest_dtype(node_lo, node_hi)
-    x = x.astype(dtype)
+    lane_bits = _lane_bits(node_lo, node_hi)
     plan = _plan_for(graph)
-    out = np.empty((batch, graph.num_outputs), dtype=dtype)
-    itemsize = 8 if dtype is object else np.dtype(dtype).itemsize
-    block = BLOCK_BYTES // max(1, graph.num_nodes * itemsize)
+    if lane_bits is None:
+        dtype = object
+        words = x.astype(object)
+    else:
+        dtype = np.int64
+        words = pack_lanes(x.astype(np.int64), lane_bits)
+    n_words = words.shape[0]
+    out = np.empty((n_words, graph.num_outputs), dtype=dtype)
+    block = BLOCK_BYTES // max(1, graph.num_nodes * 8)
     if block >= MIN_BLOCK:
         # Small graph, many vectors: vectorise across the batch, one block of columns at a time.
-        starts = np.arange(0, batch, block)
+        starts = np.arange(0, n_words, block)
         shares = [starts[i::threads] for i in range(min(threads, starts.shape[0]))]
 
         def run(block_starts: np.ndarray) -> None:
             for s in block_starts:
-                out[s : s + block] = _evaluate_block(plan, x[s : s + block], dtype).T
+                out[s : s + block] = _evaluate_block(plan, words[s : s + block], dtype).T
 
     else:
-        # Large graph: one vector at a time keeps each step a flat 1-D numpy call.
-        shares = np.array_split(np.arange(batch), min(threads, batch))
+        # Large graph: one word vector at a time keeps each step a flat 1-D numpy call.
+        shares = np.array_split(np.arange(n_words), min(threads, n_words))
 
         def run(rows: np.ndarray) -> None:
             vals = np.empty(plan.order.shape[0], dtype=dtype)
             for r in rows:
-                out[r] = _evaluate_vector(plan, x[r], vals, dtype)
+                out[r] = _evaluate_vector(plan, words[r], vals, dtype)
 
     workers = len(shares) if dtype is not object else 1
 
@@ -174,23 +179,56 @@ def evaluate(graph: Graph, x, *, threads: int = 2) -> np.ndarray:
         for share in shares:
             run(share)
     if dtype is not object:
-        out = out.astype(np.int64)
+        out = unpack_lanes(out, lane_bits, batch)
     return out[0] if single else out
 
 
-def _narrowest_dtype(node_lo, node_hi):
-    """The narrowest integer type holding every node's value.
+def _lane_bits(node_lo, node_hi) -> int | None:
+    """Bits per lane when several vectors share one int64 word; None beyond 64 bits.
 
-    Add, subtract, shift, negate and multiply are ring operations modulo 2**bits, so an operand
-    that wraps on the way is harmless as long as every node's true value fits.
+    Add, subtract, shift, negate and multiply by a constant are linear over the integers, so the
+    word ``v0 + v1 * 2**L + ...`` carries every lane through the graph untouched, as long as each
+    node's true value fits L signed bits (the inferred widths guarantee it). Two or four vectors
+    then cost one numpy element, and the index arrays are read once for all of them.
     """
     if node_lo.dtype == object:
-        return object
+        return None
     width = int(signed_width(node_lo, node_hi).max(initial=1))
-    for dtype in (np.int16, np.int32, np.int64):
-        if width <= np.iinfo(dtype).bits:
-            return dtype
-    return object
+    for bits in (16, 32, 64):
+        if width <= bits:
+            return bits
+    return None
+
+
+def pack_lanes(x: np.ndarray, lane_bits: int) -> np.ndarray:
+    """Pack rows of x (batch, k) into int64 words (ceil(batch / lanes), k), lane 0 lowest."""
+    lanes = 64 // lane_bits
+    if lanes == 1:
+        return x
+    words = -(-x.shape[0] // lanes)
+    padded = np.zeros((words * lanes, x.shape[1]), dtype=np.int64)
+    padded[: x.shape[0]] = x
+    padded = padded.reshape(words, lanes, x.shape[1])
+    packed = np.zeros((words, x.shape[1]), dtype=np.int64)
+    for lane in range(lanes):
+        packed += padded[:, lane] << np.int64(lane * lane_bits)  # wraps mod 2**64: intended
+    return packed
+
+
+def unpack_lanes(words: np.ndarray, lane_bits: int, batch: int) -> np.ndarray:
+    """Inverse of :func:`pack_lanes`: sign-extend each lane, then drop it from the word."""
+    lanes = 64 // lane_bits
+    if lanes == 1:
+        return words.astype(np.int64)
+    words = words.astype(np.int64)
+    out = np.empty((words.shape[0], lanes, words.shape[1]), dtype=np.int64)
+    mask = np.int64((1 << lane_bits) - 1)
+    sign = np.int64(1 << (lane_bits - 1))
+    for lane in range(lanes):
+        low = ((words & mask) ^ sign) - sign
+        out[:, lane] = low
+        words = (words - low) >> np.int64(lane_bits)
+    return out.reshape(-1, words.shape[1])[:batch]
 
 
 def _evaluate_vector(plan: _Plan, x, vals, dtype) -> np.ndarray:
@@ -215,7 +253,7 @@ def _evaluate_vector(plan: _Plan, x, vals, dtype) -> np.ndarray:
         elif g.kind == Op.NEG:
             np.negative(va, out=res)
         elif g.kind == Op.MUL:
-            np.multiply(va, g.const.astype(dtype), out=res)
+            np.multiply(va, g.const.astype(dtype, copy=False), out=res)
         else:  # SHIFT and OUTPUT: the alignment shift is all they do
             res[...] = va
     return vals[plan.outputs]
@@ -240,7 +278,7 @@ def _evaluate_block(plan: _Plan, x: np.ndarray, dtype) -> np.ndarray:
         elif g.kind == Op.NEG:
             np.negative(va, out=res)
         elif g.kind == Op.MUL:
-            np.multiply(va, g.const.astype(dtype)[:, None], out=res)
+            np.multiply(va, g.const.astype(dtype, copy=False)[:, None], out=res)
         else:
             res[...] = va
     return vals[plan.outputs]
@@ -250,4 +288,4 @@ def _shl(values: np.ndarray, shifts: np.ndarray, dtype) -> np.ndarray:
     if dtype is object:
         factors = np.vectorize(lambda s: 1 << int(s), otypes=[object])(shifts)
         return values * factors
-    return np.left_shift(values, shifts.astype(dtype))
+    return np.left_shift(values, shifts)
