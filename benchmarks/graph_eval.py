@@ -46,15 +46,23 @@ def main() -> None:
     t0 = time.perf_counter()
     ref = xf @ coded.matrix.T
     t_float = time.perf_counter() - t0
-    exact = np.array_equal(np.ldexp(y.astype(np.float64), -coded.graph.output_scale) * coded.scale, ref)
+    exact = np.array_equal(
+        np.ldexp(y.astype(np.float64), -coded.graph.output_scale) * coded.scale, ref
+    )
 
     print(f"machine: {platform.node()} {platform.machine()} {platform.processor() or ''}".strip())
-    print(f"CSD {args.bits}-bit {args.size}x{args.size}: {cost.adds:,} adds, {coded.graph.num_nodes:,} nodes "
-          f"(encode {t_encode:.2f} s)")
-    print(f"integer simulation of {args.vectors} vectors: {t_sim:.2f} s "
-          f"({cost.adds * args.vectors / t_sim / 1e9:.2f} G adds/s)  target < 5 s: "
-          f"{'met' if t_sim < 5 else 'MISSED'}")
-    print(f"numpy float64 matmul, same size: {t_float:.4f} s  (ratio sim/float {t_sim / t_float:.0f}x)")
+    print(
+        f"CSD {args.bits}-bit {args.size}x{args.size}: {cost.adds:,} adds, {coded.graph.num_nodes:,} nodes "
+        f"(encode {t_encode:.2f} s)"
+    )
+    print(
+        f"integer simulation of {args.vectors} vectors: {t_sim:.2f} s "
+        f"({cost.adds * args.vectors / t_sim / 1e9:.2f} G adds/s)  target < 5 s: "
+        f"{'met' if t_sim < 5 else 'MISSED'}"
+    )
+    print(
+        f"numpy float64 matmul, same size: {t_float:.4f} s  (ratio sim/float {t_sim / t_float:.0f}x)"
+    )
     print(f"simulation equals W_hat @ x exactly: {exact}")
     if not exact:
         raise SystemExit(1)

@@ -10,10 +10,24 @@ REQUIRED_TOTALS = {"adds", "mults", "negs", "weight_bits", "params", "table_read
 @pytest.mark.slow
 def test_compress_csd_writes_report(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main([
-        "compress", "--method", "csd", "--model", "mlp", "--data", "digits", "--hidden", "32",
-        "--epochs", "3", "--out", str(out), "--quiet",
-    ])
+    code = main(
+        [
+            "compress",
+            "--method",
+            "csd",
+            "--model",
+            "mlp",
+            "--data",
+            "digits",
+            "--hidden",
+            "32",
+            "--epochs",
+            "3",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["dataset"] == "digits" and report["model"] == "mlp"

@@ -63,9 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="train or load a float model, code it, simulate it, report (method options follow)",
     )
     comp.add_argument("--method", required=True, choices=sorted(METHOD_MODULES))
-    comp.add_argument("--model", default="mlp", help="mlp, lenet5, mnist-cnn, resnet20, resnet34, vgg16")
+    comp.add_argument(
+        "--model", default="mlp", help="mlp, lenet5, mnist-cnn, resnet20, resnet34, vgg16"
+    )
     comp.add_argument("--data", default="digits", help="digits, mnist, fashion-mnist, cifar10, ...")
-    comp.add_argument("--data-root", default=None, help="data cache folder (default ~/.cache/fewops)")
+    comp.add_argument(
+        "--data-root", default=None, help="data cache folder (default ~/.cache/fewops)"
+    )
     comp.add_argument("--out", required=True)
     comp.add_argument("--epochs", type=int, default=10, help="float training epochs")
     comp.add_argument("--lr", type=float, default=1e-3)

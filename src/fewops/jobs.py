@@ -28,11 +28,13 @@ def csd_bits_for_accuracy(model, dataset, tolerance: float = 0.005, max_bits: in
 
 def baselines(model, dataset, *, act_bits: int, simulate: bool = True) -> list[dict]:
     """Dense MAC (16-bit) and CSD at the smallest width keeping float accuracy within 0.5 points."""
-    dense_entry, _ = run_method("dense", model, dataset, DenseConfig(bits=16), act_bits=act_bits,
-                                simulate=simulate)
+    dense_entry, _ = run_method(
+        "dense", model, dataset, DenseConfig(bits=16), act_bits=act_bits, simulate=simulate
+    )
     bits = csd_bits_for_accuracy(model, dataset)
-    csd_entry, _ = run_method("csd", model, dataset, CSDConfig(bits=bits), act_bits=act_bits,
-                              simulate=simulate)
+    csd_entry, _ = run_method(
+        "csd", model, dataset, CSDConfig(bits=bits), act_bits=act_bits, simulate=simulate
+    )
     csd_entry["config"]["chosen_by"] = "smallest width within 0.5 points of float accuracy"
     return [dense_entry, csd_entry]
 
@@ -45,8 +47,14 @@ def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, methods=Non
     start = time.perf_counter()
     dataset = load("digits", seed=seed)
     model, info = train_or_load(
-        "mlp", "digits", epochs=DEMO_EPOCHS, seed=seed, dataset=dataset, hidden=DEMO_HIDDEN,
-        lr=3e-3, progress=progress,
+        "mlp",
+        "digits",
+        epochs=DEMO_EPOCHS,
+        seed=seed,
+        dataset=dataset,
+        hidden=DEMO_HIDDEN,
+        lr=3e-3,
+        progress=progress,
     )
     act_bits = 8
     entries = baselines(model, dataset, act_bits=act_bits)
@@ -61,8 +69,12 @@ def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, methods=Non
         "digits",
         "mlp",
         entries,
-        float_model={"accuracy": float_accuracy(model, dataset.x_test, dataset.y_test),
-                     "hidden": list(DEMO_HIDDEN), "epochs": DEMO_EPOCHS, "cached": info["cached"]},
+        float_model={
+            "accuracy": float_accuracy(model, dataset.x_test, dataset.y_test),
+            "hidden": list(DEMO_HIDDEN),
+            "epochs": DEMO_EPOCHS,
+            "cached": info["cached"],
+        },
         seconds=round(time.perf_counter() - start, 2),
     )
     write_report(out_dir, report)
@@ -78,19 +90,32 @@ def run_compress(args, method_config, out_dir: Path) -> dict:
     dataset = load(args.data, root=args.data_root, seed=args.seed)
     hidden = tuple(args.hidden) if args.hidden else None
     model, info = train_or_load(
-        args.model, args.data, epochs=args.epochs, seed=args.seed, dataset=dataset,
-        hidden=hidden if args.model == "mlp" else None, lr=args.lr, progress=not args.quiet,
+        args.model,
+        args.data,
+        epochs=args.epochs,
+        seed=args.seed,
+        dataset=dataset,
+        hidden=hidden if args.model == "mlp" else None,
+        lr=args.lr,
+        progress=not args.quiet,
     )
     simulate = not args.no_simulate
     entries = baselines(model, dataset, act_bits=args.act_bits, simulate=simulate)
     if args.method not in ("dense", "csd"):
-        entry, _ = run_method(args.method, model, dataset, method_config,
-                              act_bits=args.act_bits, simulate=simulate)
+        entry, _ = run_method(
+            args.method, model, dataset, method_config, act_bits=args.act_bits, simulate=simulate
+        )
         entries.append(entry)
     report = build_report(
-        args.data, args.model, entries,
-        float_model={"accuracy": float_accuracy(model, dataset.x_test, dataset.y_test),
-                     "epochs": args.epochs, "cached": info["cached"], "path": str(info["path"])},
+        args.data,
+        args.model,
+        entries,
+        float_model={
+            "accuracy": float_accuracy(model, dataset.x_test, dataset.y_test),
+            "epochs": args.epochs,
+            "cached": info["cached"],
+            "path": str(info["path"]),
+        },
         seconds=round(time.perf_counter() - start, 2),
     )
     write_report(out_dir, report)

@@ -17,7 +17,9 @@ def test_csd_digits_reconstruct_and_have_no_adjacent_nonzeros(v):
 
 
 def test_csd_digit_counts_by_hand():
-    counts = [int(np.count_nonzero(csd.csd_digits(np.array([v])))) for v in (0, 1, 3, 7, 11, 15, -7)]
+    counts = [
+        int(np.count_nonzero(csd.csd_digits(np.array([v])))) for v in (0, 1, 3, 7, 11, 15, -7)
+    ]
     assert counts == [0, 1, 2, 2, 3, 2, 2]
 
 

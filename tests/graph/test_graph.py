@@ -3,7 +3,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fewops.graph import Graph, GraphBuilder, Op, emit_outputs, infer_ranges, infer_widths, sum_terms
+from fewops.graph import (
+    Graph,
+    GraphBuilder,
+    Op,
+    emit_outputs,
+    infer_ranges,
+    infer_widths,
+    sum_terms,
+)
 from fewops.graph.passes import fold_negations, remove_dead_ends
 from fewops.graph.widths import signed_width
 from fewops.sim.evaluate import evaluate
@@ -107,7 +115,9 @@ def test_float_inputs_are_refused():
 
 def test_wrong_input_shape_is_refused():
     g = matrix_graph(np.array([[1, 2]]))
-    with pytest.raises(ValueError, match=r"Inputs must have shape \(batch, 2\) or \(2,\); got \(3, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"Inputs must have shape \(batch, 2\) or \(2,\); got \(3, 3\)"
+    ):
         evaluate(g, np.zeros((3, 3), dtype=np.int64))
 
 

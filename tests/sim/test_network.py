@@ -36,7 +36,9 @@ def test_integer_predictions_equal_float_reference_on_whole_test_set(digits, con
     reference = net.reference(digits.x_test)
     assert np.array_equal(logits_int.argmax(1), reference.argmax(1))
     # Stronger: the logits themselves agree exactly.
-    assert np.array_equal(np.ldexp(logits_int.astype(np.float64), net.layers[-1].exponent), reference)
+    assert np.array_equal(
+        np.ldexp(logits_int.astype(np.float64), net.layers[-1].exponent), reference
+    )
     assert (logits_int.argmax(1) == digits.y_test).mean() > 0.85
 
 

@@ -9,9 +9,9 @@ Tiny ImageNet are read from their standard files (``fetch`` downloads them with 
 from fewops.data.augment import random_crop_flip
 from fewops.data.dataset import Dataset, default_root
 from fewops.data.download import ChecksumError, download, file_digest, verify_file
-from fewops.data.fetch import fetch
 from fewops.data.idx import parse_idx, read_idx, write_idx
 from fewops.data.registry import DATASET_INFO, DATASETS, DatasetInfo, load
+from fewops.data.sources import fetch
 
 __all__ = [
     "DATASETS",

@@ -7,9 +7,10 @@ with augmentation stays reproducible and resumable.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:
+    import torch
 
 
 def random_crop_flip(padding: int = 4, flip: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -18,9 +19,15 @@ def random_crop_flip(padding: int = 4, flip: bool = True) -> Callable[[torch.Ten
     if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
         raise ValueError(f"padding must be a non-negative integer, got {padding!r}.")
 
+    # torch is imported on use so that loading data does not pay for importing it.
+    import torch
+    import torch.nn.functional as F
+
     def augment(x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4:
-            raise ValueError(f"random_crop_flip expects a batch (N, C, H, W), got shape {tuple(x.shape)}.")
+            raise ValueError(
+                f"random_crop_flip expects a batch (N, C, H, W), got shape {tuple(x.shape)}."
+            )
         n, _, h, w = x.shape
         if padding:
             padded = F.pad(x, (padding, padding, padding, padding))

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 
 def default_root() -> Path:
@@ -79,6 +78,8 @@ def stratified_split(
     x: np.ndarray, y: np.ndarray, *, test_size: int | float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Hold out a test set with the same class proportions as the whole, reproducibly."""
+    from sklearn.model_selection import train_test_split  # slow import, only needed here
+
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=test_size, stratify=y, random_state=seed, shuffle=True
     )

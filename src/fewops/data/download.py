@@ -83,7 +83,9 @@ def download(
     failures: list[str] = []
     wrong_content = False
     for url in url_list:
-        handle, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        handle, tmp_name = tempfile.mkstemp(
+            dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"
+        )
         try:
             digest = hashlib.new(algorithm)
             with os.fdopen(handle, "wb") as out, opener(url, timeout=timeout) as response:

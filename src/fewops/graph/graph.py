@@ -116,7 +116,9 @@ class Graph:
 
     def summary(self) -> str:
         counts = ", ".join(f"{k}={v}" for k, v in self.op_counts().items() if v)
-        return f"Graph({self.num_inputs} in, {self.num_outputs} out, {self.num_nodes} nodes: {counts})"
+        return (
+            f"Graph({self.num_inputs} in, {self.num_outputs} out, {self.num_nodes} nodes: {counts})"
+        )
 
     __repr__ = summary
 

@@ -59,7 +59,7 @@ def fold_negations(graph: Graph) -> Graph:
     # A NEG can fold if it is read only as an ADD operand or as the second operand of a SUB.
     blocked = np.zeros(graph.num_nodes, dtype=bool)
     reads_a = np.flatnonzero((a >= 0) & is_neg[np.maximum(a, 0)])
-    blocked[a[reads_a][~((op[reads_a] == Op.ADD))]] = True
+    blocked[a[reads_a][~(op[reads_a] == Op.ADD)]] = True
     reads_b = np.flatnonzero((b >= 0) & is_neg[np.maximum(b, 0)])
     both = reads_b[(a[reads_b] == b[reads_b])]
     blocked[b[both]] = True  # x = (-y) + (-y) has no single-adder fold

@@ -76,7 +76,9 @@ def compress_(model: nn.Module, config, **kwargs) -> nn.Module:
     handler = HANDLERS.get(type(config))
     if handler is None:
         known = ", ".join(sorted(t.__name__ for t in HANDLERS))
-        raise TypeError(f"No compression method for {type(config).__name__}; known configs: {known}.")
+        raise TypeError(
+            f"No compression method for {type(config).__name__}; known configs: {known}."
+        )
     targets = target_layers(model, config)
     if not targets:
         raise ValueError(

@@ -46,7 +46,9 @@ def _csd(model, config, targets, **_):
 
 
 def add_cli_args(parser) -> None:
-    parser.add_argument("--bits", type=int, default=None, help="fixed-point weight width (dense, csd)")
+    parser.add_argument(
+        "--bits", type=int, default=None, help="fixed-point weight width (dense, csd)"
+    )
     parser.add_argument(
         "--target-db", type=float, default=None, help="csd: smallest width reaching this SQNR"
     )

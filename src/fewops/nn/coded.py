@@ -33,7 +33,9 @@ class CodedLinear(nn.Module):
         return self.coded.shape[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        return F.linear(
+            x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype)
+        )
 
     def extra_repr(self) -> str:
         return f"{self.coded.method}, in={self.in_features}, out={self.out_features}"
@@ -73,9 +75,7 @@ class CodedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.conv2d(
-            x, self.weight.to(x.dtype), bias, self.stride, self.padding, self.dilation
-        )
+        return F.conv2d(x, self.weight.to(x.dtype), bias, self.stride, self.padding, self.dilation)
 
     def extra_repr(self) -> str:
         return (
@@ -91,7 +91,9 @@ def layer_matrix(module: nn.Module) -> torch.Tensor:
     if isinstance(module, nn.Conv2d | CodedConv2d):
         w = module.weight.detach().double()
         return w.reshape(w.shape[0], -1)
-    raise TypeError(f"Only Linear and Conv2d layers have a coded matrix; got {type(module).__name__}.")
+    raise TypeError(
+        f"Only Linear and Conv2d layers have a coded matrix; got {type(module).__name__}."
+    )
 
 
 def coded_like(module: nn.Module, coded: CodedMatrix) -> nn.Module:
@@ -100,7 +102,9 @@ def coded_like(module: nn.Module, coded: CodedMatrix) -> nn.Module:
         return CodedLinear(coded, module.bias)
     if isinstance(module, nn.Conv2d):
         if module.groups != 1:
-            raise ValueError(f"Grouped convolutions (groups={module.groups}) are not supported yet.")
+            raise ValueError(
+                f"Grouped convolutions (groups={module.groups}) are not supported yet."
+            )
         if module.padding_mode != "zeros":
             raise ValueError(f"Only zero padding is supported; got {module.padding_mode!r}.")
         return CodedConv2d(

@@ -57,7 +57,9 @@ def setup_from_env(device: torch.device | None = None) -> DistContext:
     if world_size <= 1 and not (dist.is_available() and dist.is_initialized()):
         return DistContext()
     if not dist.is_available():
-        raise RuntimeError("WORLD_SIZE > 1 asks for distributed training, but torch.distributed is unavailable.")
+        raise RuntimeError(
+            "WORLD_SIZE > 1 asks for distributed training, but torch.distributed is unavailable."
+        )
     cuda = device is not None and torch.device(device).type == "cuda"
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if cuda else "gloo", init_method="env://")

@@ -11,7 +11,13 @@ SCHEMA_VERSION = 1
 
 
 def build_report(dataset: str, model: str, methods: list[dict], **extra) -> dict:
-    return {"schema": SCHEMA_VERSION, "dataset": dataset, "model": model, **extra, "methods": methods}
+    return {
+        "schema": SCHEMA_VERSION,
+        "dataset": dataset,
+        "model": model,
+        **extra,
+        "methods": methods,
+    }
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
@@ -55,7 +61,11 @@ def write_markdown(path: Path, report: dict) -> None:
         "",
     ]
     for m in report["methods"]:
-        lines += [f"## {m['method']}", "", "| layer | shape | adds | mults | weight bits | params |"]
+        lines += [
+            f"## {m['method']}",
+            "",
+            "| layer | shape | adds | mults | weight bits | params |",
+        ]
         lines.append("|---|---|---|---|---|---|")
         for layer in m["layers"]:
             lines.append(

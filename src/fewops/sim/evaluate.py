@@ -13,10 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from fewops.graph.graph import Graph
-from fewops.graph.ops import Op, op_name
+from fewops.graph.ops import Op
 from fewops.graph.widths import infer_ranges, operand_shifts, signed_width
-
-
 
 BLOCK_BYTES = 64 * 2**20  # node-value buffer of one block of vectors
 MIN_BLOCK = 256  # below this many vectors per block, evaluate vector by vector

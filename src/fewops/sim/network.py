@@ -141,7 +141,9 @@ def _layer(layer: IntLayer, h: np.ndarray, act_bits: int, integer: bool) -> np.n
 
 
 def _requantize(t: np.ndarray, layer: IntLayer, act_bits: int, integer: bool) -> np.ndarray:
-    lo, hi = (0, 2**act_bits - 1) if layer.relu else (-(2 ** (act_bits - 1)), 2 ** (act_bits - 1) - 1)
+    lo, hi = (
+        (0, 2**act_bits - 1) if layer.relu else (-(2 ** (act_bits - 1)), 2 ** (act_bits - 1) - 1)
+    )
     if integer:
         r = layer.requant_shift
         q = (t + (1 << (r - 1))) >> r if r > 0 else t << (-r)
@@ -169,7 +171,9 @@ def _pair(value) -> int:
     return int(value)
 
 
-def compile_network(model: nn.Module, calibration: np.ndarray, *, act_bits: int = 8) -> IntegerNetwork:
+def compile_network(
+    model: nn.Module, calibration: np.ndarray, *, act_bits: int = 8
+) -> IntegerNetwork:
     """Compile a Sequential of coded layers into an :class:`IntegerNetwork`.
 
     ``calibration`` (float inputs in [0, 1]) sets each activation's power-of-two scale so that the
@@ -180,7 +184,11 @@ def compile_network(model: nn.Module, calibration: np.ndarray, *, act_bits: int 
     steps: list = []
     for name, module in _flat_modules(model):
         if isinstance(module, CodedLinear | CodedConv2d):
-            bias = np.zeros(module.coded.shape[0]) if module.bias is None else module.bias.double().numpy()
+            bias = (
+                np.zeros(module.coded.shape[0])
+                if module.bias is None
+                else module.bias.double().numpy()
+            )
             conv = None
             if isinstance(module, CodedConv2d):
                 conv = {
