@@ -1,0 +1,121 @@
+"""Trained float models, cached on disk so that a second request does not train again.
+
+The reference models that compression starts from are trained once per setting and kept as
+safetensors files (weights, plus the settings and training history as JSON metadata).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fewops.data import default_root, load
+from fewops.models.io import load_module_state, read_tensors, save_tensors
+from fewops.models.registry import build
+
+MODEL_CACHE_FORMAT = "fewops-trained-model-1"
+
+
+def train_or_load(
+    model_name: str,
+    dataset_name: str,
+    *,
+    epochs: int,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    data_root: str | Path | None = None,
+    dataset: object | None = None,
+    hidden: tuple[int, ...] | None = None,
+    model_options: dict | None = None,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    optimizer: str = "adam",
+    weight_decay: float = 0.0,
+    lr_schedule: str | None = None,
+    progress: bool = True,
+    num_threads: int | None = None,
+) -> tuple[nn.Module, dict]:
+    """A trained float model from the cache, training (and caching) it on first use.
+
+    The cache key covers the model and its options (``hidden`` for mlp), the data set and its
+    train/test sizes, epochs, seed and the optimizer settings; the file is
+    ``cache_dir/<model>-<data>-e<epochs>-s<seed>-<hash>.safetensors`` (cache_dir defaults to
+    ``~/.cache/fewops/models``). Interrupted training resumes from a ``.partial`` checkpoint.
+    ``dataset`` may pass the already loaded data set. Returns (model in eval mode, info) with
+    info keys "path", "cached", "history", "test_accuracy", "key".
+    """
+    # Imported here, not at the top: fewops.nn.train imports this module to re-export
+    # train_or_load, so a top-level import would be circular.
+    from fewops.nn import train as training
+    from fewops.nn.distributed import setup_from_env
+
+    data = dataset if dataset is not None else load(dataset_name, data_root, seed=seed)
+    options = dict(model_options or {})
+    if hidden is not None:
+        options["hidden"] = tuple(int(h) for h in hidden)
+    key = {
+        "format": MODEL_CACHE_FORMAT,
+        "model": model_name,
+        "model_options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+        "dataset": dataset_name,
+        "num_train": int(len(data.y_train)),
+        "num_test": int(len(data.y_test)),
+        "epochs": int(epochs),
+        "seed": int(seed),
+        "lr": float(lr),
+        "batch_size": int(batch_size),
+        "optimizer": optimizer,
+        "weight_decay": float(weight_decay),
+        "lr_schedule": lr_schedule,
+    }
+    key_json = json.dumps(key, sort_keys=True)
+    digest = hashlib.sha256(key_json.encode()).hexdigest()[:12]
+    folder = Path(cache_dir) if cache_dir is not None else default_root() / "models"
+    # The names only make the file name readable (the hash keys it); keep them path-safe.
+    label = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{model_name}-{dataset_name}")
+    path = folder / f"{label}-e{epochs}-s{seed}-{digest}.safetensors"
+
+    torch.manual_seed(seed)  # same key, same initial weights
+    model = build(model_name, data.input_shape, data.num_classes, **options)
+    if path.exists():
+        tensors, meta = read_tensors(path, expected_format=MODEL_CACHE_FORMAT, what="cached model")
+        if meta.get("key") != key_json:
+            raise ValueError(
+                f"The cached model {path} was trained with other settings than its name says; "
+                "delete it to retrain."
+            )
+        load_module_state(path, model, tensors)
+        info = {"history": json.loads(meta.get("history", "{}")), "cached": True}
+    else:
+        partial = path.with_name(path.stem + ".partial.safetensors")
+        history = training.fit(
+            model,
+            data,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
+            optimizer=optimizer,
+            weight_decay=weight_decay,
+            lr_schedule=lr_schedule,
+            checkpoint=partial,
+            progress=progress,
+            num_threads=num_threads,
+        )
+        if setup_from_env().is_main:
+            metadata = {
+                "format": MODEL_CACHE_FORMAT,
+                "key": key_json,
+                "history": json.dumps(history),
+            }
+            save_tensors(path, model.state_dict(), metadata)
+            partial.unlink(missing_ok=True)
+        info = {"history": history, "cached": False}
+    accuracies = info["history"].get("test_accuracy") or [None]
+    info.update(path=path, test_accuracy=accuracies[-1], key=key)
+    return model.eval(), info

@@ -1,0 +1,44 @@
+"""Weights on disk: atomic writes and the errors for wrong or damaged files."""
+
+import pytest
+import torch
+from torch import nn
+
+from fewops.models.io import atomic_write, load_module_state, read_tensors, save_tensors
+
+
+def test_save_and_read_back_with_metadata(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_tensors(path, {"a": torch.arange(3.0), "b": torch.tensor(7)}, {"format": "demo-1"})
+    tensors, meta = read_tensors(path, expected_format="demo-1", what="demo file")
+    assert torch.equal(tensors["a"], torch.arange(3.0)) and int(tensors["b"]) == 7
+    assert meta == {"format": "demo-1"}
+    with pytest.raises(ValueError, match=r"not a fewops demo file \(format 'demo-1', expected"):
+        read_tensors(path, expected_format="other-1", what="demo file")
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"old")
+
+    def failing(tmp):
+        with open(tmp, "wb") as handle:
+            handle.write(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(path, failing)
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["w.bin"]
+
+
+def test_damaged_file_and_wrong_model_are_explained(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_tensors(path, nn.Linear(2, 3).state_dict(), {"format": "demo-1"})
+    tensors, _ = read_tensors(path, expected_format="demo-1", what="demo file")
+    load_module_state(path, nn.Linear(2, 3), tensors)
+    with pytest.raises(ValueError, match="do not fit this model"):
+        load_module_state(path, nn.Linear(3, 3), tensors)
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(ValueError, match="demo file .* is corrupt or unreadable"):
+        read_tensors(path, expected_format="demo-1", what="demo file")

@@ -1,0 +1,277 @@
+"""fit/evaluate: determinism, exact resume, checkpoints, hooks, and the trained-model cache."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fewops.data import load
+from fewops.models import build
+from fewops.nn import train
+from fewops.nn.train import evaluate, fit, train_or_load
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # These models are tiny: extra intra-op threads only spin, badly so on a busy machine.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load("digits")
+
+
+@pytest.fixture(scope="module")
+def small(digits):
+    """A 400/100 slice of digits: enough to check mechanics, cheap on a busy 2-core machine."""
+    return _Small(
+        digits.x_train[:400], digits.y_train[:400], digits.x_test[:100], digits.y_test[:100]
+    )
+
+
+def _model(seed=0, name="mlp", **options):
+    torch.manual_seed(seed)
+    if name == "mlp":
+        options.setdefault("hidden", (32,))
+    return build(name, (1, 8, 8), 10, **options)
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fit_learns_digits_and_reports_history(digits):
+    model = _model()
+    history = fit(model, digits, epochs=4, lr=3e-3, batch_size=64, progress=False)
+    assert history["epoch"] == [1, 2, 3, 4]
+    assert set(history) == {"epoch", "loss", "train_accuracy", "test_accuracy", "lr", "seconds"}
+    assert history["loss"][-1] < history["loss"][0]
+    assert history["test_accuracy"][-1] > 0.85
+    assert history["test_accuracy"][-1] == evaluate(model, digits.x_test, digits.y_test)
+
+
+def test_two_runs_give_identical_weights(small):
+    runs = []
+    for _ in range(2):
+        model = _model(name="mlp", dropout=0.3)  # dropout draws from the seeded generator
+        fit(model, small, epochs=2, batch_size=64, seed=7, progress=False)
+        runs.append(_weights(model))
+    assert _same(*runs)
+    other = _model(name="mlp", dropout=0.3)
+    fit(other, small, epochs=2, batch_size=64, seed=8, progress=False)
+    assert not _same(runs[0], _weights(other))
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _interrupt_at(epoch_steps, stop_after):
+    count = {"steps": 0}
+
+    def after_step(model):
+        count["steps"] += 1
+        if count["steps"] > stop_after * epoch_steps:
+            raise Interrupt
+
+    return after_step
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "schedule"), [("adam", None), ("sgd", "cosine"), ("adamw", None)]
+)
+def test_interrupted_then_resumed_run_matches_uninterrupted(small, tmp_path, optimizer, schedule):
+    settings = dict(epochs=4, batch_size=128, lr=1e-2, optimizer=optimizer, lr_schedule=schedule,
+                    seed=3, progress=False, weight_decay=1e-4)  # fmt: skip
+    straight = _model(name="mlp", dropout=0.2)
+    expected_history = fit(straight, small, **settings)
+
+    path = tmp_path / "run.safetensors"
+    steps_per_epoch = -(-len(small.y_train) // 128)
+    first = _model(name="mlp", dropout=0.2)
+    with pytest.raises(Interrupt):
+        fit(first, small, checkpoint=path, after_step=_interrupt_at(steps_per_epoch, 2), **settings)
+    assert path.exists()
+    resumed = _model(seed=99, name="mlp", dropout=0.2)  # different start: the checkpoint wins
+    history = fit(resumed, small, checkpoint=path, **settings)
+    assert _same(_weights(resumed), _weights(straight))
+    assert history["epoch"] == [1, 2, 3, 4]
+    assert history["loss"] == expected_history["loss"]
+    assert history["lr"] == expected_history["lr"]
+    assert [p.name for p in tmp_path.iterdir()] == ["run.safetensors"]  # no temporaries left
+
+
+def _bn_model():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10)
+    )
+
+
+def test_resume_with_batchnorm_model(small, tmp_path):
+    """Running statistics (buffers) are checkpointed too."""
+    settings = dict(epochs=2, batch_size=64, seed=1, progress=False)
+    straight = _bn_model()
+    fit(straight, small, **settings)
+    path = tmp_path / "bn.safetensors"
+    first = _bn_model()
+    fit(first, small, checkpoint=path, **{**settings, "epochs": 1})
+    resumed = _bn_model()
+    fit(resumed, small, checkpoint=path, **settings)
+    assert _same(_weights(resumed), _weights(straight))
+    assert not torch.equal(resumed[1].running_mean, torch.zeros(4))
+
+
+class _Small:
+    def __init__(self, x_train, y_train, x_test, y_test):
+        self.x_train, self.y_train, self.x_test, self.y_test = x_train, y_train, x_test, y_test
+
+
+def test_finished_checkpoint_returns_without_training(small, tmp_path):
+    path = tmp_path / "done.safetensors"
+    model = _model()
+    history = fit(model, small, epochs=2, checkpoint=path, progress=False)
+    again = _model(seed=5)
+    assert fit(again, small, epochs=2, checkpoint=path, progress=False) == history
+    assert _same(_weights(again), _weights(model))
+    with pytest.raises(ValueError, match="holds 2 trained epochs, more than the 1 asked"):
+        fit(_model(), small, epochs=1, checkpoint=path, progress=False)
+    # resume=False starts over and overwrites.
+    fit(_model(), small, epochs=1, checkpoint=path, resume=False, progress=False)
+
+
+def test_resume_refuses_changed_settings(small, tmp_path):
+    path = tmp_path / "ck.safetensors"
+    fit(_model(), small, epochs=1, lr=1e-3, checkpoint=path, progress=False)
+    with pytest.raises(
+        ValueError, match=r"written with lr=0\.001, but this run has lr=0\.01"
+    ) as info:
+        fit(_model(), small, epochs=2, lr=1e-2, checkpoint=path, progress=False)
+    assert str(path) in str(info.value)
+
+
+def test_checkpoint_for_another_model_is_explained(small, tmp_path):
+    path = tmp_path / "ck.safetensors"
+    fit(_model(hidden=(32,)), small, epochs=1, checkpoint=path, progress=False)
+    with pytest.raises(ValueError, match="do not fit this model"):
+        fit(_model(hidden=(16,)), small, epochs=2, checkpoint=path, progress=False)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_checkpoint_names_the_file(small, tmp_path, damage):
+    path = tmp_path / "ck.safetensors"
+    fit(_model(), small, epochs=1, checkpoint=path, progress=False)
+    data = path.read_bytes()
+    path.write_bytes(b"\x00garbage" if damage == "garbage" else data[: len(data) // 2])
+    with pytest.raises(ValueError, match="corrupt or unreadable") as info:
+        fit(_model(), small, epochs=2, checkpoint=path, progress=False)
+    assert str(path) in str(info.value)
+
+
+def test_regularizer_and_after_step_hooks(digits):
+    plain = _model()
+    fit(plain, digits, epochs=2, lr=1e-2, progress=False)
+    shrunk = _model()
+    fit(shrunk, digits, epochs=2, lr=1e-2, progress=False,
+        regularizer=lambda m: 0.5 * sum((p**2).sum() for p in m.parameters()))  # fmt: skip
+    norm = lambda m: sum(float((p.detach() ** 2).sum()) for p in m.parameters())  # noqa: E731
+    assert norm(shrunk) < 0.5 * norm(plain)
+
+    projected = _model()
+    fit(projected, digits, epochs=1, progress=False,
+        after_step=lambda m: [p.clamp_(-0.05, 0.05) for p in m.parameters()])  # fmt: skip
+    assert all(bool((p.detach().abs() <= 0.05).all()) for p in projected.parameters())
+
+    with pytest.raises(TypeError, match="must return a scalar tensor, got float"):
+        fit(_model(), digits, epochs=1, progress=False, regularizer=lambda m: 1.0)
+
+
+def test_augment_sees_every_training_batch(small):
+    seen = []
+
+    def augment(x):
+        seen.append(x.shape[0])
+        return x.flip(-1)
+
+    fit(_model(), small, epochs=1, batch_size=150, augment=augment, progress=False)
+    assert seen == [150, 150, 100]
+
+
+def test_evaluate_matches_a_manual_count(digits):
+    model = _model()
+    fit(model, digits, epochs=1, progress=False)
+    model.train()
+    with torch.no_grad():
+        predictions = model.eval()(torch.from_numpy(digits.x_test)).argmax(1).numpy()
+    model.train()
+    accuracy = evaluate(model, digits.x_test, digits.y_test, batch_size=7)
+    assert accuracy == np.mean(predictions == digits.y_test)
+    assert model.training  # mode restored
+    with pytest.raises(ValueError, match="as many labels as samples"):
+        evaluate(model, digits.x_test, digits.y_test[:3])
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"epochs": 0}, ValueError, "epochs must be a positive integer, got 0"),
+        ({"epochs": 1, "optimizer": "rmsprop"}, ValueError, "Unknown optimizer 'rmsprop'"),
+        ({"epochs": 1, "lr_schedule": "step"}, ValueError, "Unknown lr_schedule 'step'"),
+        ({"epochs": 1, "lr": -1}, ValueError, "lr must be a positive number"),
+        ({"epochs": 1, "batch_size": 2.5}, ValueError, "batch_size must be a positive integer"),
+    ],
+)
+def test_bad_settings_are_explained(small, options, error, message):
+    with pytest.raises(error, match=message):
+        fit(_model(), small, progress=False, **options)
+
+
+def test_num_threads_applies_during_fit_only(small):
+    seen = []
+    fit(_model(), small, epochs=1, num_threads=2, progress=False,
+        after_step=lambda m: seen.append(torch.get_num_threads()))  # fmt: skip
+    assert set(seen) == {2}
+    assert torch.get_num_threads() == 1
+
+
+def test_fit_needs_a_dataset_and_a_module(small):
+    with pytest.raises(TypeError, match="lacks x_train, y_train"):
+        fit(_model(), object(), epochs=1)
+    with pytest.raises(TypeError, match="trains a torch.nn.Module"):
+        fit("model", small, epochs=1)
+
+
+def test_train_or_load_caches_the_trained_model(tmp_path, monkeypatch, digits):
+    kwargs = dict(epochs=2, seed=0, lr=1e-2, cache_dir=tmp_path, hidden=(24,), progress=False)
+    model, info = train_or_load("mlp", "digits", **kwargs)
+    assert not info["cached"] and info["path"].exists() and not model.training
+    assert info["test_accuracy"] > 0.5
+    assert [p.name for p in tmp_path.iterdir()] == [info["path"].name]  # partial removed
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("fit must not run for a cached model")
+
+    monkeypatch.setattr(train, "fit", no_training)
+    again, info2 = train_or_load("mlp", "digits", dataset=digits, **kwargs)
+    assert info2["cached"] and info2["path"] == info["path"]
+    assert info2["test_accuracy"] == info["test_accuracy"]
+    assert _same(_weights(again), _weights(model))
+    # A different key (hidden sizes) means a different file, so training is needed.
+    with pytest.raises(AssertionError, match="must not run"):
+        train_or_load("mlp", "digits", **{**kwargs, "hidden": (12,)})
+
+
+def test_train_or_load_refuses_a_corrupt_cache_file(tmp_path, digits):
+    kwargs = dict(epochs=1, seed=0, cache_dir=tmp_path, hidden=(8,), progress=False)
+    _, info = train_or_load("mlp", "digits", dataset=digits, **kwargs)
+    info["path"].write_bytes(b"broken")
+    with pytest.raises(ValueError, match="cached model .* is corrupt"):
+        train_or_load("mlp", "digits", dataset=digits, **kwargs)
