@@ -1,0 +1,260 @@
+"""``decompose``: LCC of a whole matrix (slicing, per-slice algorithms in parallel, lowering)."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from fewops.codes.base import CodedMatrix
+from fewops.codes.common import check_matrix, sqnr_db
+from fewops.codes.lcc.algorithms import ALGORITHMS, run_algorithm
+from fewops.codes.lcc.core import SliceCode
+from fewops.codes.lcc.lower import to_graph
+from fewops.cost.count import GraphCost, count_graph
+from fewops.graph.graph import Graph
+
+# Beyond this the float64 search cannot see the residual any more.
+MAX_TARGET_DB = 200.0
+
+
+def auto_slice_width(rows: int, cols: int) -> int:
+    """Slice width near log2(rows) (at least 1, at most the number of columns)."""
+    return int(min(cols, max(1, round(math.log2(max(rows, 2))))))
+
+
+def slice_bounds(cols: int, width: int) -> list[tuple[int, int]]:
+    """Column ranges of ceil(cols / width) slices of near-equal width (<= width)."""
+    count = math.ceil(cols / width)
+    edges = np.linspace(0, cols, count + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+@dataclass
+class SliceResult:
+    """One column slice: its code, cost by the add rule (without slice sums) and accuracy."""
+
+    start: int
+    stop: int
+    algorithm: str
+    code: SliceCode
+    adds: int
+    sqnr_db: float
+    seconds: float
+
+    @property
+    def width(self) -> int:
+        return self.stop - self.start
+
+    def to_dict(self) -> dict:
+        return {
+            "columns": [self.start, self.stop],
+            "algorithm": self.algorithm,
+            "adds": self.adds,
+            "sqnr_db": self.sqnr_db,
+            "seconds": round(self.seconds, 4),
+            "codewords": self.code.num_codewords,
+            **{k: v for k, v in self.code.info.items() if isinstance(v, int | float | str)},
+        }
+
+
+@dataclass
+class LCCResult:
+    """The LCC of a matrix W: W ~ W_hat, computed by ``graph`` with ``adds`` adders."""
+
+    weight: np.ndarray
+    target_sqnr_db: float
+    algorithm: str
+    graph: Graph
+    slices: list[SliceResult]
+    options: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @cached_property
+    def cost(self) -> GraphCost:
+        return count_graph(self.graph)
+
+    @property
+    def adds(self) -> int:
+        """Every adder of the graph: the wiring rows and the sums over slices."""
+        return self.cost.adds
+
+    @property
+    def combine_adds(self) -> int:
+        """Adds that sum the slices' outputs."""
+        return self.adds - sum(s.adds for s in self.slices)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.weight.shape)
+
+    @property
+    def adds_per_entry(self) -> float:
+        return self.adds / self.weight.size
+
+    @cached_property
+    def _matrix(self) -> np.ndarray:
+        w_hat = np.zeros(self.weight.shape)
+        for s in self.slices:
+            w_hat[:, s.start : s.stop] = s.code.matrix()
+        return w_hat
+
+    def matrix(self) -> np.ndarray:
+        """The float W_hat (its entries are dyadic rationals; the graph computes it exactly)."""
+        return self._matrix.copy()
+
+    @cached_property
+    def sqnr_db(self) -> float:
+        return sqnr_db(self.weight, self._matrix)
+
+    def coded(self) -> CodedMatrix:
+        """The result as a :class:`fewops.codes.base.CodedMatrix` (scale 1)."""
+        return CodedMatrix(
+            method="lcc",
+            graph=self.graph,
+            params=int(self.weight.size),
+            config={"algorithm": self.algorithm, "target_sqnr_db": self.target_sqnr_db},
+            extra={"sqnr_db": self.sqnr_db, "adds_per_entry": self.adds_per_entry},
+        )
+
+    def summary(self) -> dict:
+        cost = self.cost
+        return {
+            "shape": list(self.shape),
+            "algorithm": self.algorithm,
+            "target_sqnr_db": self.target_sqnr_db,
+            "sqnr_db": self.sqnr_db,
+            "adds": self.adds,
+            "adds_per_entry": self.adds_per_entry,
+            "combine_adds": self.combine_adds,
+            "negs": cost.negs,
+            "adder_depth": cost.adder_depth,
+            "slices": len(self.slices),
+            "seconds": round(self.seconds, 3),
+            "options": self.options,
+        }
+
+
+def _run_slice(args) -> tuple[SliceCode, float]:
+    target, budget, algorithm, opts = args
+    t0 = time.perf_counter()
+    code = run_algorithm(algorithm, target, budget, **opts)
+    return code, time.perf_counter() - t0
+
+
+def decompose(
+    W,
+    target_sqnr_db: float,
+    algorithm: str = "dmp",
+    S: int = 2,
+    mem: int = 8,
+    slice_width: int | None = None,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: bool = False,
+    **options,
+) -> LCCResult:
+    """Linear computation coding of W (out x in) to at least ``target_sqnr_db``.
+
+    ``algorithm``: "dmp", "rs" (beam of ``mem``), "fs", "mixed", "grow" (ours) or "best" (the
+    fewest adds of several). ``S``: terms per wiring row for dmp/rs. Columns are cut into slices
+    of ``slice_width`` (default near log2(out)); each slice meets the target on its own, so the
+    whole matrix does. Slices run in ``workers`` processes (default: the CPU count); the result
+    does not depend on ``workers``. ``seed`` seeds the randomised parts of the search (none of
+    the current algorithms uses randomness, so results are the same for every seed today).
+    Extra ``options`` go to the algorithm (e.g. ``batch``, ``dictionary``, ``max_depth``).
+    """
+    w = check_matrix(W)
+    t0 = time.perf_counter()
+    if algorithm not in ALGORITHMS:
+        raise ValueError(
+            f"Unknown LCC algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}."
+        )
+    target = float(target_sqnr_db)
+    if not math.isfinite(target) or target > MAX_TARGET_DB:
+        raise ValueError(
+            f"target_sqnr_db must be finite and at most {MAX_TARGET_DB} dB; got {target_sqnr_db}."
+        )
+    if int(S) < 1:
+        raise ValueError(f"S (terms per wiring row) must be at least 1; got {S}.")
+    if int(mem) < 1:
+        raise ValueError(f"mem (beam width) must be at least 1; got {mem}.")
+    rows, cols = w.shape
+    width = auto_slice_width(rows, cols) if slice_width is None else int(slice_width)
+    if width < 1:
+        raise ValueError(f"slice_width must be at least 1; got {slice_width}.")
+    bounds = slice_bounds(cols, min(width, cols))
+    ratio = 10.0 ** (-target / 10.0)
+    opts = dict(options, S=int(S), mem=int(mem), seed=int(seed))
+    jobs = []
+    for i, (a, b) in enumerate(bounds):
+        t = np.ascontiguousarray(w[:, a:b])
+        budget = ratio * float(np.einsum("ij,ij->", t, t))
+        jobs.append((t, budget, algorithm, dict(opts, seed=int(seed) * 1_000_003 + i)))
+    n_workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    n_workers = max(1, min(n_workers, len(jobs)))
+    results = _map(jobs, n_workers, progress)
+    slices = []
+    for (a, b), (t, budget, _, _), (code, secs) in zip(bounds, jobs, results, strict=True):
+        sl = code.matrix()
+        slices.append(
+            SliceResult(
+                a, b, code.algorithm or algorithm, code, code.rule_adds(), sqnr_db(t, sl), secs
+            )
+        )
+        err = float(np.sum((t - sl) ** 2))
+        if err > budget * (1 + 1e-9) + 1e-300:
+            raise ValueError(
+                f"LCC with algorithm {algorithm!r} could not reach {target} dB on columns "
+                f"{a}:{b}: it stopped at {slices[-1].sqnr_db:.2f} dB. Lower the target or use "
+                "another algorithm."
+            )
+    graph = to_graph(
+        [s.code for s in slices],
+        [s.start for s in slices],
+        cols,
+        rows,
+        meta={"code": "lcc", "algorithm": algorithm},
+    )
+    return LCCResult(
+        weight=w,
+        target_sqnr_db=target,
+        algorithm=algorithm,
+        graph=graph,
+        slices=slices,
+        options={"S": int(S), "mem": int(mem), "slice_width": width, "seed": int(seed), **options},
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _map(jobs, workers: int, progress: bool):
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc="lcc slices", unit="slice")
+    try:
+        if workers <= 1:
+            out = []
+            for job in jobs:
+                out.append(_run_slice(job))
+                if bar is not None:
+                    bar.update(1)
+            return out
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            out = []
+            for res in pool.map(_run_slice, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
+                out.append(res)
+                if bar is not None:
+                    bar.update(1)
+            return out
+    finally:
+        if bar is not None:
+            bar.close()
