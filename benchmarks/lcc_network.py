@@ -1,0 +1,223 @@
+"""LCC network pipeline benchmarks (issue 4): MLPs on MNIST/Fashion-MNIST, ResNet-20, ResNet-34.
+
+    python benchmarks/lcc_network.py mlp --data mnist --out benchmarks/results/lcc_mlp_mnist.json
+    python benchmarks/lcc_network.py mlp --data fashion-mnist --out ...
+    python benchmarks/lcc_network.py resnet20 --data fashion-mnist --train-samples 10000 --out ...
+    python benchmarks/lcc_network.py resnet34 --target-db 40 --workers 2 --out ...
+
+For the trained models: 10% of the training split is held out as the search set (never trained
+on); accuracies are on the data set's test split. The dense CSD baseline uses the smallest width
+whose coded network keeps test accuracy within 0.5 points of float (the issue's definition).
+Adds are per inference (conv layers: per-position adds x output positions), without biases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fewops.codes import csd
+from fewops.data import load
+from fewops.models import build
+from fewops.nn.api import compress_
+from fewops.nn.baselines import CSDConfig
+from fewops.nn.coded import layer_matrix
+from fewops.nn.lcc import LCCConfig, _positions
+from fewops.nn.train import evaluate, fit
+
+
+def _split(data, seed: int, train_samples: int | None):
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(data.y_train))
+    n_val = len(order) // 10
+    val, train = order[:n_val], order[n_val:]
+    if train_samples is not None:
+        train = train[:train_samples]
+        val = val[: max(1000, train_samples // 10)]
+    sub = copy.copy(data)
+    object.__setattr__(sub, "x_train", data.x_train[train])
+    object.__setattr__(sub, "y_train", data.y_train[train])
+    return sub, (data.x_train[val], data.y_train[val])
+
+
+def _weight_names(model):
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)]
+
+
+def csd_baseline(model, data, tolerance=0.005, max_bits=12):
+    """Smallest CSD width keeping test accuracy within ``tolerance`` of float; its adds."""
+    names = _weight_names(model)
+    pos = _positions(model, names, torch.as_tensor(data.x_test[:1]))
+    float_acc = evaluate(model, data.x_test, data.y_test)
+    rows = []
+    for bits in range(2, max_bits + 1):
+        m = copy.deepcopy(model)
+        compress_(m, CSDConfig(bits=bits))
+        acc = evaluate(m, data.x_test, data.y_test)
+        adds = 0
+        for n in names:
+            w = layer_matrix(model.get_submodule(n)).numpy()
+            adds += csd.adds_for_integer_matrix(csd.quantize(w, bits)[0]) * pos[n]
+        rows.append({"bits": bits, "test_accuracy": acc, "adds": int(adds)})
+        if acc >= float_acc - tolerance:
+            return rows[-1], rows
+    return rows[-1], rows
+
+
+def run_trained(args, model_name, model_opts):
+    torch.manual_seed(args.seed)
+    data = load(args.data, seed=args.seed)
+    train, val = _split(data, args.seed, args.train_samples)
+    model = build(model_name, data.input_shape, data.num_classes, **model_opts)
+    t0 = time.perf_counter()
+    cache = Path(args.cache) / (
+        f"{model_name}-{args.data}-e{args.epochs}-n{args.train_samples}-s{args.seed}.pt"
+    )
+    cached = cache.exists()
+    if cached:  # the float model of an earlier run with the same settings
+        model.load_state_dict(torch.load(cache))
+    else:
+        fit(model, train, epochs=args.epochs, lr=args.lr, seed=args.seed, progress=False)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), cache)
+    train_s = time.perf_counter() - t0
+    model.eval()
+    float_test = evaluate(model, data.x_test, data.y_test)
+    print(f"float test accuracy {float_test:.4f} ({train_s:.0f} s training)", flush=True)
+    csd_best, csd_rows = csd_baseline(model, data)
+    print(f"CSD baseline {csd_best}", flush=True)
+    coded = copy.deepcopy(model)
+    cfg = LCCConfig(
+        algorithm=args.algorithm,
+        tolerance=args.tolerance,
+        prune_lambda=args.prune_lambda,
+        prune_layers=args.prune_layers,
+        slice_width=args.slice_width,
+        prune_epochs=args.prune_epochs,
+        finetune_epochs=args.finetune_epochs,
+        lr=args.lr,
+        share=not args.no_share,
+        workers=args.workers,
+        db_min=args.db_min,
+        db_max=args.db_max,
+        db_step=args.db_step,
+        seed=args.seed,
+    )
+    t0 = time.perf_counter()
+    compress_(coded, cfg, data=train, validation=val)
+    lcc_s = time.perf_counter() - t0
+    stages = coded.fewops_stages
+    lcc_test = evaluate(coded, data.x_test, data.y_test)
+    adds = stages["lcc"]["adds"]
+    result = {
+        "model": model_name,
+        "model_options": model_opts,
+        "data": args.data,
+        "data_source": data.source,
+        "train_samples": len(train.y_train),
+        "search_samples": len(val[1]),
+        "test_samples": len(data.y_test),
+        "float_test_accuracy": float_test,
+        "csd_baseline": csd_best,
+        "csd_sweep": csd_rows,
+        "lcc_test_accuracy": lcc_test,
+        "lcc_adds": adds,
+        "adds_ratio_csd_over_lcc": csd_best["adds"] / adds,
+        "loss_points": 100 * (float_test - lcc_test),
+        "train_seconds": round(train_s, 1),
+        "float_model_cached": cached,
+        "pipeline_seconds": round(lcc_s, 1),
+        "stages": stages,
+    }
+    print(
+        f"LCC test accuracy {lcc_test:.4f}, adds {adds}, CSD {csd_best['adds']} "
+        f"({result['adds_ratio_csd_over_lcc']:.2f}x), loss {result['loss_points']:.2f} points",
+        flush=True,
+    )
+    return result
+
+
+def run_resnet34(args):
+    torch.manual_seed(args.seed)
+    model = build("resnet34", (3, 224, 224), 1000).eval()
+    cfg = LCCConfig(
+        algorithm=args.algorithm, target_db=args.target_db, share=False, workers=args.workers
+    )
+    t0 = time.perf_counter()
+    compress_(model, cfg, input_shape=(3, 224, 224))
+    seconds = time.perf_counter() - t0
+    stages = model.fewops_stages
+    layers = stages["lcc"]["layers"]
+    result = {
+        "model": "resnet34 (3x224x224, 1000 classes, random He-initialised weights)",
+        "target_db": args.target_db,
+        "layers": len(layers),
+        "min_layer_sqnr_db": min(v["sqnr_db"] for v in layers.values()),
+        "adds_per_inference": stages["lcc"]["adds"],
+        "csd_adds_equal_sqnr": stages["lcc"]["csd_adds_equal_sqnr"],
+        "entries": stages["original"]["entries"],
+        "adds_per_entry_per_position": sum(v["adds"] for v in layers.values())
+        / stages["original"]["entries"],
+        "seconds": round(seconds, 1),
+        "stages": stages,
+    }
+    print(
+        f"ResNet-34: {len(layers)} layers at >= {result['min_layer_sqnr_db']:.2f} dB, "
+        f"{result['adds_per_inference']} adds per inference, {seconds:.0f} s",
+        flush=True,
+    )
+    return result
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("bench", choices=("mlp", "resnet20", "resnet34"))
+    p.add_argument("--data", default="mnist")
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--train-samples", type=int, default=None)
+    p.add_argument("--algorithm", default="dmp")
+    p.add_argument("--tolerance", type=float, default=0.005)
+    p.add_argument("--prune-lambda", type=float, default=0.0)
+    p.add_argument("--prune-layers", nargs="*", default=None)
+    p.add_argument("--slice-width", type=int, default=None)
+    p.add_argument("--cache", default="/tmp/lccb/models")
+    p.add_argument("--prune-epochs", type=int, default=3)
+    p.add_argument("--finetune-epochs", type=int, default=2)
+    p.add_argument("--no-share", action="store_true")
+    p.add_argument("--db-min", type=float, default=8.0)
+    p.add_argument("--db-max", type=float, default=40.0)
+    p.add_argument("--db-step", type=float, default=2.0)
+    p.add_argument("--target-db", type=float, default=40.0)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.bench == "mlp":
+        result = run_trained(args, "mlp", {"hidden": [512, 256]})
+    elif args.bench == "resnet20":
+        result = run_trained(args, "resnet20", {})
+    else:
+        result = run_resnet34(args)
+    result["command"] = "python " + " ".join(sys.argv)
+    result["machine"] = {
+        "uname": " ".join(platform.uname()),
+        "nproc": os.cpu_count(),
+        "loadavg_at_end": os.getloadavg(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1, allow_nan=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""The LCC network pipeline: search, coding, reports and its refusals."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fewops.data import Dataset
+from fewops.nn.api import LayerSelection, coded_layers, compress_
+from fewops.nn.coded import CodedLinear
+from fewops.nn.lcc import LCCConfig, ToleranceNotMet, add_cli_args, config_from_args
+from fewops.sim import evaluate as simulate
+
+
+def _toy_data(n=600, seed=0):
+    """Linearly separable 3-class data on 1x4x4 images (some pixels always zero)."""
+    rng = np.random.default_rng(seed)
+    proto = rng.uniform(0, 1, size=(3, 16)).astype(np.float32)
+    proto[:, :3] = 0
+    y = rng.integers(0, 3, size=n).astype(np.int64)
+    x = np.clip(proto[y] + 0.15 * rng.standard_normal((n, 16)), 0, 1).astype(np.float32)
+    x[:, :3] = 0
+    x = x.reshape(n, 1, 4, 4)
+    return Dataset(
+        name="toy",
+        x_train=x[: n // 2],
+        y_train=y[: n // 2],
+        x_test=x[n // 2 :],
+        y_test=y[n // 2 :],
+        num_classes=3,
+        input_shape=(1, 4, 4),
+    )
+
+
+def _trained_mlp(data, seed=0):
+    from fewops.nn.train import fit
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 3))
+    fit(model, data, epochs=4, lr=1e-2, progress=False, seed=seed)
+    return model
+
+
+def test_pipeline_codes_every_layer_within_tolerance_and_reports_stages():
+    data = _toy_data()
+    model = _trained_mlp(data)
+    compress_(model, LCCConfig(workers=1, tolerance=0.02, db_max=30.0, db_step=4.0), data=data)
+    stages = model.fewops_stages
+    json.dumps(stages, allow_nan=False)  # JSON-able for report.json
+    assert [n for n, _ in coded_layers(model)] == ["1", "3"]
+    assert stages["tolerance_met"] is True
+    assert stages["accuracy"] >= stages["float_accuracy"] - 0.02
+    layers = stages["lcc"]["layers"]
+    assert set(layers) == {"1", "3"}
+    for name, module in coded_layers(model):
+        g = module.coded.graph
+        assert layers[name]["adds"] == module.coded.layer_cost(name).graph.adds
+        x = np.random.default_rng(1).integers(-128, 128, size=(20, g.num_inputs))
+        y = simulate(g, x).astype(np.float64) * 2.0 ** (-g.output_scale)
+        assert np.array_equal(y, x @ module.coded.matrix.T)
+        assert np.array_equal(g.matrix(), module.coded.matrix)
+        assert layers[name]["sqnr_db"] >= layers[name]["level_db"] - 0.5
+
+
+def test_fixed_target_needs_no_data_and_meets_sqnr():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 20), nn.ReLU(), nn.Linear(20, 4))
+    compress_(model, LCCConfig(target_db=30.0, workers=1, share=False))
+    assert isinstance(model[0], CodedLinear)
+    for layer in model.fewops_stages["lcc"]["layers"].values():
+        assert layer["sqnr_db"] >= 30.0
+        assert layer["clusters"] == layer["inputs_read"]
+
+
+def test_search_without_data_is_refused():
+    model = nn.Sequential(nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="needs data: pass data=dataset"):
+        compress_(model, LCCConfig(workers=1))
+
+
+def test_unmet_tolerance_reports_the_best_found():
+    data = _toy_data()
+    model = _trained_mlp(data)
+    cfg = LCCConfig(workers=1, tolerance=0.0, db_min=1.0, db_max=1.0, max_rounds=1, share=False)
+    with pytest.warns(ToleranceNotMet, match="could not keep accuracy within 0"):
+        compress_(model, cfg, data=data)
+    stages = model.fewops_stages
+    assert stages["tolerance_met"] is False
+    assert stages["accuracy"] < stages["float_accuracy"]
+    assert len(stages["search"]["rounds"]) == 1
+
+
+def test_uncodable_layer_is_named():
+    model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Flatten(), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"LCC cannot code layer '0': it is a Conv1d"):
+        compress_(model, LCCConfig(target_db=20.0, workers=1))
+    grouped = nn.Sequential(nn.Conv2d(2, 2, 1, groups=2), nn.Flatten(), nn.Linear(8, 2))
+    with pytest.raises(ValueError, match=r"layer '0': it is a grouped convolution \(groups=2\)"):
+        compress_(grouped, LCCConfig(target_db=20.0, workers=1))
+    # skipped, it stays in float and the rest is coded
+    cfg = LCCConfig(target_db=20.0, workers=1, layers=LayerSelection(skip=("0",)))
+    compress_(grouped, cfg, input_shape=(2, 2, 2))
+    assert isinstance(grouped[2], CodedLinear) and isinstance(grouped[0], nn.Conv2d)
+
+
+def test_pruning_in_the_pipeline_shrinks_and_refuses_a_whole_layer():
+    data = _toy_data()
+    model = _trained_mlp(data)
+    cfg = LCCConfig(
+        workers=1, tolerance=0.05, prune_lambda=5.0, prune_epochs=2, finetune_epochs=1, lr=1e-2
+    )
+    compress_(model, cfg, data=data)
+    prune = model.fewops_stages["prune"]
+    assert prune["params_after"] < prune["params_before"]
+    assert prune["layers"]["3"]["removed"] > 0 and prune["layers"]["3"]["feeder"] == "1"
+    assert model[3].in_features == model[1].out_features < 24
+    model = _trained_mlp(data)
+    with pytest.raises(ValueError, match="drove all .* input groups of layer"):
+        compress_(model, LCCConfig(workers=1, prune_lambda=1e4, prune_epochs=1, lr=1e-2), data=data)
+
+
+def test_cli_options_make_the_config():
+    parser = argparse.ArgumentParser()
+    add_cli_args(parser)
+    cfg = config_from_args(
+        parser.parse_args(["--algorithm", "fs", "--tolerance", "1", "--no-share"])
+    )
+    assert cfg.algorithm == "fs" and cfg.tolerance == pytest.approx(0.01) and cfg.share is False
+    with pytest.raises(ValueError, match="Unknown LCC algorithm 'x'"):
+        LCCConfig(algorithm="x")
+
+
+def test_conv_layers_code_through_im2col_with_positions():
+    from fewops.nn.coded import CodedConv2d
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3, stride=2), nn.Flatten()
+    )
+    x = torch.rand(3, 2, 7, 7)
+    with torch.no_grad():
+        ref = model(x)
+    compress_(model, LCCConfig(target_db=35.0, workers=1), input_shape=(2, 7, 7))
+    assert isinstance(model[0], CodedConv2d) and isinstance(model[2], CodedConv2d)
+    layers = model.fewops_stages["lcc"]["layers"]
+    assert layers["0"]["positions"] == 49 and layers["2"]["positions"] == 9
+    assert model.fewops_stages["lcc"]["adds"] == 49 * layers["0"]["adds"] + 9 * layers["2"]["adds"]
+    g = model[2].coded.graph
+    # Graph.matrix() converts the exact integers to float64; LCC graphs can hold shifts far below
+    # 2**-53 of the largest entry, so compare to float64 precision here.
+    assert np.allclose(g.matrix(), model[2].coded.matrix, rtol=0, atol=1e-15)
+    w32 = model[2].weight.double().reshape(4, -1).numpy()
+    assert np.allclose(w32, model[2].coded.matrix, rtol=1e-6, atol=0)
+    with torch.no_grad():
+        out = model(x)
+    err = float((out - ref).norm() / ref.norm())
+    assert err < 0.05  # both layers at >= 35 dB
