@@ -49,11 +49,22 @@ class IntLayer:
 
     @property
     def bias_int(self) -> np.ndarray:
-        return np.round(np.ldexp(self.bias, -self.exponent)).astype(np.int64)
+        """The bias on the grid of t, exactly: Python ints where int64 would overflow."""
+        scaled = np.round(np.ldexp(self.bias, -self.exponent))
+        if np.abs(scaled).max(initial=0.0) < 2.0**62:
+            return scaled.astype(np.int64)
+        return np.array([_exact_int(b, -self.exponent) for b in self.bias], dtype=object)
 
     @property
     def requant_shift(self) -> int:
         return -self.exponent - self.f_out
+
+
+def _exact_int(value: float, exponent: int) -> int:
+    """round(value * 2**exponent) exactly, for any exponent (float64 value is a dyadic rational)."""
+    from fractions import Fraction
+
+    return round(Fraction(value) * Fraction(2) ** exponent)
 
 
 @dataclass
@@ -129,7 +140,11 @@ def _layer(layer: IntLayer, h: np.ndarray, act_bits: int, integer: bool) -> np.n
     coded = layer.coded
     if integer:
         acc = evaluate(coded.graph, cols)
-        t = acc * coded.scale_m + layer.bias_int[None, :]
+        bias = layer.bias_int
+        peak = int(np.abs(acc).max(initial=0)) * abs(coded.scale_m) + int(np.abs(bias).max(initial=0))
+        if peak >= 2**62 and acc.dtype != object:
+            acc = acc.astype(object)  # t would overflow int64: continue in Python ints
+        t = acc * coded.scale_m + bias[None, :]
     else:
         # float64: W_hat and activations are dyadic, so this reproduces t * 2**E exactly.
         t = cols @ coded.matrix.T + np.ldexp(layer.bias_int.astype(np.float64), layer.exponent)
