@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     comp = sub.add_parser(
         "compress",
+        allow_abbrev=False,  # method options such as --n must not match --no-simulate
         help="train or load a float model, code it, simulate it, report (method options follow)",
     )
     comp.add_argument("--method", required=True, choices=sorted(METHOD_MODULES))
