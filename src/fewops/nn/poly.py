@@ -1,0 +1,337 @@
+"""WACR in PyTorch: polynomial weights, retraining both ways, and the ``compress_`` handler.
+
+Two ways to pull a trained float model onto the polynomial family (the code itself is
+:mod:`fewops.codes.poly`):
+
+- ``mode="project"``: keep the ordinary layers and after every optimizer step replace each coded
+  layer's weight by its exact least-squares projection onto the family (projected gradient).
+- ``mode="reparam"``: swap the layers for :class:`PolyLinear` / :class:`PolyConv2d`, whose only
+  weight parameters are the coefficients (in an orthonormal polynomial basis per interval, so that
+  long intervals train as well as short ones); after training the weights are written back.
+
+Either way the final weights are coded by :func:`fewops.codes.poly.encode` (exact least squares,
+then coefficient quantization with the fit in fixed point) and the layers become
+``CodedLinear`` / ``CodedConv2d``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fewops.codes import poly
+from fewops.nn.api import LayerSelection, register, set_submodule, target_layers
+from fewops.nn.coded import coded_like
+
+MODES = ("project", "reparam")
+
+
+@dataclass(frozen=True)
+class PolyConfig:
+    """WACR settings: weights as degree-``degree`` polynomials on intervals of ``interval``
+    positions along ``axis`` (see :data:`fewops.codes.poly.AXES`; None = the whole axis), with
+    ``coef_bits``-bit coefficients. With data and ``epochs`` > 0 the model is retrained first
+    (``mode`` "project" or "reparam", Adam at ``lr``). Per-layer axis/interval/degree/coef_bits
+    go in ``layers.overrides``."""
+
+    axis: str = "fan_in"
+    interval: int | None = None
+    degree: int = 1
+    coef_bits: int = 8
+    epochs: int = 0
+    mode: str = "project"
+    lr: float = 1e-3
+    batch_size: int = 128
+    seed: int = 0
+    progress: bool = False
+    layers: LayerSelection = field(default_factory=LayerSelection)
+
+    def __post_init__(self) -> None:
+        poly.check_axis(self.axis)
+        poly.check_degree(self.degree)
+        poly.check_coef_bits(self.coef_bits)
+        if self.interval is not None and (
+            isinstance(self.interval, bool)
+            or not isinstance(self.interval, int)
+            or self.interval < 2
+        ):
+            raise ValueError(
+                f"Interval length must be an integer of at least 2, or None for the whole axis; "
+                f"got {self.interval!r}."
+            )
+        if self.mode not in MODES:
+            raise ValueError(f"Unknown training mode {self.mode!r}; use 'project' or 'reparam'.")
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ValueError(f"epochs must be a non-negative integer; got {self.epochs!r}.")
+        if not (isinstance(self.lr, int | float) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number; got {self.lr!r}.")
+
+
+def layer_layout(module: nn.Module, cfg: PolyConfig) -> poly.PolyLayout:
+    """The interval layout of a Linear/Conv2d weight for the layer's effective config."""
+    return poly.make_layout(tuple(module.weight.shape), cfg.axis, cfg.interval, cfg.degree)
+
+
+class _Basis(nn.Module):
+    """Per interval class: column indices and an orthonormal basis Q (length, degree + 1) of the
+    polynomials on it. The view of W is ``W_view[:, index] = coef @ Q.T``."""
+
+    def __init__(self, layout: poly.PolyLayout) -> None:
+        super().__init__()
+        self.layout = layout
+        for n, c in enumerate(layout.classes):
+            q, _ = np.linalg.qr(poly.vandermonde(c.length, c.degree))
+            self.register_buffer(f"index{n}", torch.as_tensor(c.index, dtype=torch.int64))
+            self.register_buffer(f"q{n}", torch.as_tensor(q, dtype=torch.float32))
+
+    def parts(self):
+        for n in range(len(self.layout.classes)):
+            yield getattr(self, f"index{n}"), getattr(self, f"q{n}")
+
+    def to_view(self, w: torch.Tensor) -> torch.Tensor:
+        view = w.reshape(w.shape[0], -1)
+        return view.t() if self.layout.transposed else view
+
+    def from_view(self, view: torch.Tensor) -> torch.Tensor:
+        if self.layout.transposed:
+            view = view.t()
+        return view.reshape(self.layout.shape)
+
+    @torch.no_grad()
+    def project_(self, weight: torch.Tensor) -> None:
+        """Replace ``weight`` in place by its least-squares projection onto the family."""
+        view = self.to_view(weight)
+        out = view.clone()
+        for index, q in self.parts():
+            seg = view[:, index].to(q.dtype)
+            out[:, index] = ((seg @ q) @ q.t()).to(out.dtype)
+        weight.copy_(self.from_view(out))
+
+    def coefficients(self, weight: torch.Tensor) -> list[torch.Tensor]:
+        view = self.to_view(weight.detach().float())
+        return [view[:, index] @ q for index, q in self.parts()]
+
+    def weight(self, coefs) -> torch.Tensor:
+        rows, cols = self.layout.view_shape
+        view = coefs[0].new_zeros(rows, cols)
+        for (index, q), c in zip(self.parts(), coefs, strict=True):
+            view[:, index.reshape(-1)] = (c @ q.t()).reshape(rows, -1)
+        return self.from_view(view)
+
+
+class _PolyLayer(nn.Module):
+    """Shared part of the reparameterised layers: the coefficients are the weight parameters."""
+
+    def __init__(self, module: nn.Module, layout: poly.PolyLayout) -> None:
+        super().__init__()
+        self.basis = _Basis(layout)
+        self.coefs = nn.ParameterList(
+            nn.Parameter(c.clone()) for c in self.basis.coefficients(module.weight)
+        )
+        self.bias = None if module.bias is None else nn.Parameter(module.bias.detach().clone())
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.basis.weight(list(self.coefs))
+
+    @property
+    def params(self) -> int:
+        return self.basis.layout.params
+
+
+class PolyLinear(_PolyLayer):
+    """A Linear layer whose weight is a polynomial per interval; coefficients are learned."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class PolyConv2d(_PolyLayer):
+    """A Conv2d layer whose weight is a polynomial per interval; coefficients are learned."""
+
+    def __init__(self, module: nn.Conv2d, layout: poly.PolyLayout) -> None:
+        super().__init__(module, layout)
+        if module.groups != 1 or module.padding_mode != "zeros":
+            raise ValueError(
+                f"Only ungrouped, zero-padded convolutions can be reparameterised; got "
+                f"groups={module.groups}, padding_mode={module.padding_mode!r}."
+            )
+        self.stride, self.padding, self.dilation = module.stride, module.padding, module.dilation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+
+
+def project_weights_(model: nn.Module, config: PolyConfig) -> list[tuple[str, nn.Module, _Basis]]:
+    """Project every targeted layer's weight onto its family now; returns the projectors."""
+    projectors = []
+    for name, module, cfg in target_layers(model, config):
+        basis = _Basis(layer_layout(module, cfg)).to(module.weight.device)
+        basis.project_(module.weight)
+        projectors.append((name, module, basis))
+    return projectors
+
+
+def retrain_(model: nn.Module, config: PolyConfig, data, **fit_kwargs) -> dict:
+    """Retrain a (trained float) model onto the polynomial family in place; returns the history.
+
+    ``fit_kwargs`` go to :func:`fewops.nn.train.fit` (e.g. ``lr_schedule="cosine"``).
+    """
+    from fewops.nn.train import fit
+
+    settings = {
+        "epochs": config.epochs,
+        "lr": config.lr,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "progress": config.progress,
+        **fit_kwargs,
+    }
+    if config.mode == "project":
+        projectors = project_weights_(model, config)
+
+        def after_step(_model: nn.Module) -> None:
+            for _, module, basis in projectors:
+                basis.project_(module.weight)
+
+        return fit(model, data, after_step=after_step, **settings)
+    swapped = []
+    for name, module, cfg in target_layers(model, config):
+        layout = layer_layout(module, cfg)
+        cls = PolyConv2d if isinstance(module, nn.Conv2d) else PolyLinear
+        layer = cls(module, layout).to(module.weight.device)
+        set_submodule(model, name, layer)
+        swapped.append((name, module, layer))
+    try:
+        history = fit(model, data, **settings)
+    finally:
+        with torch.no_grad():
+            for name, module, layer in swapped:
+                module.weight.copy_(layer.weight)
+                if module.bias is not None:
+                    module.bias.copy_(layer.bias)
+                set_submodule(model, name, module)
+    return history
+
+
+@register(PolyConfig)
+def _poly(model, config: PolyConfig, targets, data=None, **fit_kwargs):
+    for _, module, cfg in targets:  # check every layer's axis and interval before any training
+        layer_layout(module, cfg)
+    if data is not None and config.epochs > 0:
+        retrain_(model, config, data, **fit_kwargs)
+    for name, module, cfg in targets:
+        coded = poly.encode(
+            module.weight.detach().double().cpu().numpy(),
+            cfg.axis,
+            cfg.interval,
+            cfg.degree,
+            cfg.coef_bits,
+        )
+        set_submodule(model, name, coded_like(module, coded))
+
+
+def demo_config() -> PolyConfig:
+    """WACR for ``fewops demo`` (an MLP on 8x8 digits): every layer a quadratic over runs of 8
+    inputs (one image row for the first layer), retrained 20 epochs with learned coefficients."""
+    return PolyConfig(axis="fan_in", interval=8, degree=2, epochs=20, mode="reparam", lr=3e-3)
+
+
+# ------------------------------------------------------------------------------------- CLI
+
+
+def _interval(text: str) -> int | None:
+    if text.lower() in ("full", "all", "none"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"Interval length must be an integer or 'full'; got {text!r}."
+        ) from None
+
+
+def _add(parser: argparse.ArgumentParser, flag: str, **kwargs) -> None:
+    """Add an option unless the parser already has it (shared options such as --epochs)."""
+    if flag not in parser._option_string_actions:
+        parser.add_argument(flag, **kwargs)
+
+
+def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    """Options of ``fewops compress --method wacr``."""
+    _add(
+        parser,
+        "--axis",
+        choices=poly.AXES,
+        default="fan_in",
+        help="axis the polynomial runs along (default fan_in)",
+    )
+    _add(
+        parser,
+        "--interval",
+        type=_interval,
+        default=None,
+        help="interval length along the axis, or 'full' for the whole axis (default full)",
+    )
+    _add(
+        parser,
+        "--degree",
+        type=int,
+        choices=poly.DEGREES,
+        default=1,
+        help="polynomial degree (default 1)",
+    )
+    _add(parser, "--coef-bits", type=int, default=8, help="coefficient width in bits (default 8)")
+    _add(parser, "--epochs", type=int, default=0, help="retraining epochs (default 0)")
+    _add(
+        parser,
+        "--mode",
+        choices=MODES,
+        default="project",
+        help="retraining: project after each step, or learn coefficients (default project)",
+    )
+    _add(parser, "--lr", type=float, default=1e-3, help="retraining learning rate (default 1e-3)")
+    _add(
+        parser,
+        "--layer-poly",
+        action="append",
+        default=[],
+        metavar="NAME=AXIS[:INTERVAL[:DEGREE]]",
+        help="per-layer axis/interval/degree, e.g. 7=fan_in:full:2 (repeatable)",
+    )
+
+
+def parse_layer_override(text: str) -> tuple[str, dict]:
+    """``NAME=AXIS[:INTERVAL[:DEGREE]]`` -> (name, override fields)."""
+    name, sep, spec = text.partition("=")
+    parts = spec.split(":")
+    if not sep or not name or not 1 <= len(parts) <= 3 or not parts[0]:
+        raise ValueError(
+            f"A per-layer setting must look like NAME=AXIS[:INTERVAL[:DEGREE]]; got {text!r}."
+        )
+    fields: dict = {"axis": poly.check_axis(parts[0])}
+    if len(parts) > 1:
+        fields["interval"] = _interval(parts[1])
+    if len(parts) > 2:
+        fields["degree"] = poly.check_degree(int(parts[2]))
+    return name, fields
+
+
+def config_from_args(args: argparse.Namespace) -> PolyConfig:
+    """The :class:`PolyConfig` that parsed CLI options describe."""
+    overrides = dict(parse_layer_override(t) for t in getattr(args, "layer_poly", []) or [])
+    return PolyConfig(
+        axis=getattr(args, "axis", "fan_in"),
+        interval=getattr(args, "interval", None),
+        degree=getattr(args, "degree", 1),
+        coef_bits=getattr(args, "coef_bits", 8),
+        epochs=getattr(args, "epochs", 0) or 0,
+        mode=getattr(args, "mode", "project"),
+        lr=getattr(args, "lr", 1e-3),
+        layers=LayerSelection(overrides=overrides),
+    )

@@ -1,0 +1,200 @@
+"""WACR in PyTorch: config checks, projection and reparameterisation, retraining, handler, CLI."""
+
+import argparse
+import copy
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fewops.codes import poly
+from fewops.nn.api import LayerSelection, compress_
+from fewops.nn.coded import CodedConv2d, CodedLinear
+from fewops.nn.poly import (
+    PolyConfig,
+    PolyConv2d,
+    PolyLinear,
+    _Basis,
+    add_cli_args,
+    config_from_args,
+    demo_config,
+    parse_layer_override,
+    retrain_,
+)
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 10),
+        nn.ReLU(),
+        nn.Linear(10, 3),
+    )
+
+
+def _data(n=64):
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(n, 2, 6, 6, generator=g).numpy()
+    y = (x[:, 0, :3].sum(axis=(1, 2)) > x[:, 1, 3:].sum(axis=(1, 2))).astype(np.int64)
+    return SimpleNamespace(x_train=x, y_train=y, x_test=x[:16], y_test=y[:16])
+
+
+CONFIG = PolyConfig(
+    axis="kernel_row",
+    interval=3,
+    degree=1,
+    layers=LayerSelection(
+        overrides={"3": {"axis": "fan_in", "interval": 16, "degree": 2}, "5": {"axis": "filters"}}
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"degree": 3}, "Polynomial degree must be 1 or 2; got 3."),
+        ({"coef_bits": 1}, "Coefficient width must be an integer from 2 to 24 bits; got 1."),
+        ({"axis": "rows"}, "Unknown polynomial axis 'rows'"),
+        ({"interval": 1}, "Interval length must be an integer of at least 2, or None"),
+        ({"mode": "ste"}, "Unknown training mode 'ste'; use 'project' or 'reparam'."),
+        ({"epochs": -1}, "epochs must be a non-negative integer; got -1."),
+    ],
+)
+def test_config_rejects_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PolyConfig(**kwargs)
+
+
+def test_layer_without_the_axis_is_named_before_training():
+    model = _model()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match="A linear layer has no 'kernel_row' axis"):
+        compress_(model, PolyConfig(axis="kernel_row", interval=3, epochs=1), data=_data())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])  # nothing trained or swapped
+
+
+@pytest.mark.parametrize(
+    ("shape", "axis", "interval", "degree"),
+    [
+        ((4, 2, 3, 3), "kernel_row", 3, 1),
+        ((5, 5, 3, 3), "channels", 3, 2),
+        ((6, 40), "fan_in", 16, 2),
+        ((7, 12), "filters", 3, 1),
+    ],
+)
+def test_torch_projection_matches_exact_least_squares(shape, axis, interval, degree):
+    w = torch.randn(shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    basis = _Basis(poly.make_layout(shape, axis, interval, degree))
+    projected = w.clone().float()
+    basis.project_(projected)
+    expected = poly.project(w.numpy(), axis, interval, degree)
+    np.testing.assert_allclose(projected.numpy(), expected, atol=1e-5)
+
+
+def test_reparameterised_layers_start_at_the_projection_and_learn_coefficients():
+    torch.manual_seed(3)
+    conv, lin = nn.Conv2d(2, 4, 3), nn.Linear(40, 6)
+    pconv = PolyConv2d(conv, poly.make_layout((4, 2, 3, 3), "kernel_col", 3, 1))
+    plin = PolyLinear(lin, poly.make_layout((6, 40), "fan_in", None, 2))
+    assert plin.params == 6 * 3 and pconv.params == 4 * 2 * 3 * 2
+    assert sum(p.numel() for p in plin.coefs) == 18
+    w = poly.project(lin.weight.detach().double().numpy(), "fan_in", None, 2)
+    np.testing.assert_allclose(plin.weight.detach().numpy(), w, atol=1e-5)
+    x = torch.randn(5, 2, 7, 7)
+    wc = poly.project(conv.weight.detach().double().numpy(), "kernel_col", 3, 1)
+    ref = torch.nn.functional.conv2d(x, torch.as_tensor(wc, dtype=torch.float32), conv.bias)
+    torch.testing.assert_close(pconv(x), ref, atol=1e-5, rtol=1e-5)
+    pconv(x).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in pconv.coefs)
+
+
+@pytest.mark.parametrize("mode", ["project", "reparam"])
+def test_retraining_ends_on_the_family_and_changes_the_weights(mode):
+    model = _model()
+    start = copy.deepcopy(model)
+    config = PolyConfig(**{**CONFIG.__dict__, "epochs": 1, "mode": mode, "batch_size": 16})
+    history = retrain_(model, config, _data())
+    assert len(history["loss"]) == 1
+    assert isinstance(model[0], nn.Conv2d) and isinstance(model[3], nn.Linear)  # swapped back
+    for index, (axis, interval, degree) in {
+        0: ("kernel_row", 3, 1),
+        3: ("fan_in", 16, 2),
+        5: ("filters", None, 1),
+    }.items():
+        w = model[index].weight.detach().double().numpy()
+        np.testing.assert_allclose(poly.project(w, axis, interval, degree), w, atol=1e-5)
+        w0 = poly.project(start[index].weight.detach().double().numpy(), axis, interval, degree)
+        assert np.abs(w - w0).max() > 1e-4  # training moved it
+
+
+def test_compress_swaps_layers_and_codes_the_trained_weights():
+    model = _model()
+    expected = {
+        0: poly.project(model[0].weight.detach().double().numpy(), "kernel_row", 3, 1),
+        3: poly.project(model[3].weight.detach().double().numpy(), "fan_in", 16, 2),
+        5: poly.project(model[5].weight.detach().double().numpy(), "filters", None, 1),
+    }
+    config = PolyConfig(**{**CONFIG.__dict__, "coef_bits": 12})
+    compress_(model, config)
+    assert isinstance(model[0], CodedConv2d)
+    assert isinstance(model[3], CodedLinear) and isinstance(model[5], CodedLinear)
+    assert model[0].coded.params == 4 * 2 * 3 * 2
+    assert model[3].coded.params == 10 * 4 * 3
+    assert model[5].coded.params == 10 * 2
+    assert "row_stationary" in model[0].coded.extra and "row_stationary" not in model[3].coded.extra
+    for index, w in expected.items():
+        w_hat = model[index].coded.matrix
+        err = np.linalg.norm(w_hat - w.reshape(w_hat.shape)) / np.linalg.norm(w)
+        assert err < 2e-3  # 12-bit coefficients on top of the exact projection
+    model(torch.rand(2, 2, 6, 6))  # still runs
+
+
+def test_cli_hooks_build_the_config():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=5)  # a shared option is reused, not doubled
+    add_cli_args(parser)
+    args = parser.parse_args(
+        "--axis kernel_row --interval 3 --degree 2 --coef-bits 6 --mode reparam "
+        "--layer-poly 7=fan_in:full:2 --layer-poly 9=filters:4".split()
+    )
+    config = config_from_args(args)
+    assert (config.axis, config.interval, config.degree, config.coef_bits) == (
+        "kernel_row",
+        3,
+        2,
+        6,
+    )
+    assert (config.mode, config.epochs) == ("reparam", 5)
+    assert config.layers.overrides == {
+        "7": {"axis": "fan_in", "interval": None, "degree": 2},
+        "9": {"axis": "filters", "interval": 4},
+    }
+
+
+def test_bad_layer_override_is_named():
+    with pytest.raises(ValueError, match=re.escape("NAME=AXIS[:INTERVAL[:DEGREE]]; got '7'.")):
+        parse_layer_override("7")
+    with pytest.raises(ValueError, match="Unknown polynomial axis 'cols'"):
+        parse_layer_override("7=cols:3")
+
+
+def test_demo_config_codes_the_demo_mlp():
+    torch.manual_seed(4)
+    mlp = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)
+    )
+    config = demo_config()
+    assert config.epochs > 0
+    compress_(mlp, PolyConfig(**{**config.__dict__, "epochs": 0}))
+    assert [m.coded.params for m in mlp if isinstance(m, CodedLinear)] == [
+        64 * 8 * 3,
+        32 * 8 * 3,
+        10 * 4 * 3,
+    ]
