@@ -1,6 +1,14 @@
 """Hardware: Verilog for shift-add graphs and whole networks, testbenches, HDL tool runners."""
 
 from fewops.hw.emit import ModuleInfo, emit_module, write_verilog
+from fewops.hw.network import (
+    HwLayer,
+    HwNetwork,
+    from_integer_network,
+    simulate_network,
+    simulate_network_verilog,
+    write_network_verilog,
+)
 from fewops.hw.testbench import make_vectors, write_testbench
 from fewops.hw.tools import (
     SimResult,
@@ -10,20 +18,34 @@ from fewops.hw.tools import (
     run_verilator,
     run_yosys,
 )
-from fewops.hw.verify import simulate_graph, simulate_in_iverilog, yosys_stats
+from fewops.hw.verify import (
+    adder_bits,
+    hardware_summary,
+    simulate_graph,
+    simulate_in_iverilog,
+    yosys_stats,
+)
 
 __all__ = [
+    "HwLayer",
+    "HwNetwork",
     "ModuleInfo",
     "SimResult",
     "ToolNotFoundError",
     "YosysStats",
+    "adder_bits",
     "emit_module",
+    "from_integer_network",
+    "hardware_summary",
     "make_vectors",
     "run_iverilog",
     "run_verilator",
     "run_yosys",
     "simulate_graph",
     "simulate_in_iverilog",
+    "simulate_network",
+    "simulate_network_verilog",
+    "write_network_verilog",
     "write_testbench",
     "write_verilog",
     "yosys_stats",

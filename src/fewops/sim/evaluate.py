@@ -7,7 +7,8 @@ stay int64 while the inferred widths allow it and switch to Python ints (object 
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,41 +145,76 @@ def evaluate(graph: Graph, x, *, threads: int = 2) -> np.ndarray:
     if lane_bits is None:
         dtype = object
         words = x.astype(object)
+        consts = plan.const_values.astype(object)
     else:
         dtype = np.int64
         words = pack_lanes(x.astype(np.int64), lane_bits)
-    n_words = words.shape[0]
-    out = np.empty((n_words, graph.num_outputs), dtype=dtype)
-    block = BLOCK_BYTES // max(1, graph.num_nodes * 8)
-    if block >= MIN_BLOCK:
-        # Small graph, many vectors: vectorise across the batch, one block of columns at a time.
-        starts = np.arange(0, n_words, block)
-        shares = [starts[i::threads] for i in range(min(threads, starts.shape[0]))]
-
-        def run(block_starts: np.ndarray) -> None:
-            for s in block_starts:
-                out[s : s + block] = _evaluate_block(plan, words[s : s + block], dtype).T
-
-    else:
-        # Large graph: one word vector at a time keeps each step a flat 1-D numpy call.
-        shares = np.array_split(np.arange(n_words), min(threads, n_words))
-
-        def run(rows: np.ndarray) -> None:
-            vals = np.empty(plan.order.shape[0], dtype=dtype)
-            for r in rows:
-                out[r] = _evaluate_vector(plan, words[r], vals, dtype)
-
-    workers = len(shares) if dtype is not object else 1
-
-    if workers > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(run, shares))
-    else:
-        for share in shares:
-            run(share)
+        # Every lane carries the constant, so the packed constant repeats it in each lane.
+        lanes = 64 // lane_bits
+        consts = pack_lanes(np.tile(plan.const_values.astype(np.int64), (lanes, 1)), lane_bits)[0]
+    out = _run(plan, words, consts, dtype, max(1, int(threads)))
     if dtype is not object:
         out = unpack_lanes(out, lane_bits, batch)
     return out[0] if single else out
+
+
+def _run(plan: _Plan, words: np.ndarray, consts: np.ndarray, dtype, threads: int) -> np.ndarray:
+    """Evaluate packed word vectors: block layout for small graphs, vector by vector for big ones.
+
+    Big graphs split their vectors over forked worker processes (the numpy gathers hold the GIL
+    for much of their time, so threads do not scale); small ones over threads.
+    """
+    n_words = words.shape[0]
+    block = BLOCK_BYTES // max(1, plan.order.shape[0] * 8)
+    if block >= MIN_BLOCK:
+        starts = np.arange(0, n_words, block)
+        out = np.empty((n_words, plan.outputs.shape[0]), dtype=dtype)
+
+        def run(block_starts: np.ndarray) -> None:
+            for s in block_starts:
+                out[s : s + block] = _evaluate_block(plan, words[s : s + block], consts, dtype).T
+
+        shares = [starts[i::threads] for i in range(min(threads, starts.shape[0]))]
+        if len(shares) > 1 and dtype is not object:
+            with ThreadPoolExecutor(max_workers=len(shares)) as pool:
+                list(pool.map(run, shares))
+        else:
+            for share in shares:
+                run(share)
+        return out
+    shares = np.array_split(np.arange(n_words), min(threads, n_words))
+    if len(shares) > 1 and dtype is not object and n_words >= 4 and _can_fork():
+        global _FORKED
+        _FORKED = (plan, words, consts, dtype)
+        try:
+            ctx = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=len(shares), mp_context=ctx) as pool:
+                parts = list(pool.map(_run_forked_rows, shares))
+        finally:
+            _FORKED = None
+        return np.concatenate(parts)
+    return np.concatenate([_run_rows(plan, words, consts, dtype, rows) for rows in shares])
+
+
+_FORKED: tuple | None = None  # state a forked worker inherits (never pickled)
+
+
+def _can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def _run_forked_rows(rows: np.ndarray) -> np.ndarray:
+    plan, words, consts, dtype = _FORKED
+    return _run_rows(plan, words, consts, dtype, rows)
+
+
+def _run_rows(plan: _Plan, words, consts, dtype, rows: np.ndarray) -> np.ndarray:
+    out = np.empty((rows.shape[0], plan.outputs.shape[0]), dtype=dtype)
+    vals = np.empty(plan.order.shape[0], dtype=dtype)
+    spare = np.empty((2, plan.largest_group), dtype=dtype) if dtype is not object else None
+    for i, r in enumerate(rows):
+        out[i] = _evaluate_vector(plan, words[r], consts, vals, spare, dtype)
+    return out
 
 
 def _lane_bits(node_lo, node_hi) -> int | None:
@@ -229,24 +265,24 @@ def unpack_lanes(words: np.ndarray, lane_bits: int, batch: int) -> np.ndarray:
     return out.reshape(-1, words.shape[1])[:batch]
 
 
-def _evaluate_vector(plan: _Plan, x, vals, dtype) -> np.ndarray:
-    """Outputs for one input vector; ``vals`` holds one value per node (evaluation order).
+def _evaluate_vector(plan: _Plan, x, consts, vals, spare, dtype) -> np.ndarray:
+    """Outputs for one (packed) input vector; ``vals`` holds one value per node.
 
     One vector at a time keeps every operation a flat 1-D numpy call (gathers of 1-D arrays are
-    several times faster than row gathers of 2-D blocks), and the buffer stays small.
+    several times faster than row gathers of 2-D blocks), and the buffers are reused.
     """
     vals[plan.inputs] = x
     if plan.consts.size:
-        vals[plan.consts] = plan.const_values.astype(dtype)
+        vals[plan.consts] = consts
     for g in plan.groups:
         res = vals[g.start : g.stop]
-        va = vals[g.a]
+        va = _gather(vals, g.a, spare, 0, g.stop - g.start)
         if g.la is not None:
             va = _shl(va, g.la, dtype)
         if g.kind == Op.ADD or g.kind == Op.SUB:
-            vb = vals[g.b]
+            vb = _gather(vals, g.b, spare, 1, g.stop - g.start)
             if g.lb is not None:
-                vb = _shl(vb, g.lb, dtype)
+                vb = _shl(vb, g.lb, dtype, out=vb if spare is not None else None)
             (np.add if g.kind == Op.ADD else np.subtract)(va, vb, out=res)
         elif g.kind == Op.NEG:
             np.negative(va, out=res)
@@ -257,12 +293,19 @@ def _evaluate_vector(plan: _Plan, x, vals, dtype) -> np.ndarray:
     return vals[plan.outputs]
 
 
-def _evaluate_block(plan: _Plan, x: np.ndarray, dtype) -> np.ndarray:
+def _gather(vals, index, spare, slot: int, n: int):
+    if isinstance(index, slice) or spare is None:
+        return vals[index]
+    # mode="clip" skips the bounds check (indices come from a validated plan) and is faster.
+    return np.take(vals, index, out=spare[slot, :n], mode="clip")
+
+
+def _evaluate_block(plan: _Plan, x: np.ndarray, consts, dtype) -> np.ndarray:
     """Outputs for a block of vectors, shape (outputs, block); rows of ``vals`` are nodes."""
     vals = np.empty((plan.order.shape[0], x.shape[0]), dtype=dtype)
     vals[plan.inputs] = x.T
     if plan.consts.size:
-        vals[plan.consts] = plan.const_values.astype(dtype)[:, None]
+        vals[plan.consts] = consts[:, None]
     for g in plan.groups:
         res = vals[g.start : g.stop]
         va = vals[g.a]
@@ -282,8 +325,8 @@ def _evaluate_block(plan: _Plan, x: np.ndarray, dtype) -> np.ndarray:
     return vals[plan.outputs]
 
 
-def _shl(values: np.ndarray, shifts: np.ndarray, dtype) -> np.ndarray:
+def _shl(values: np.ndarray, shifts: np.ndarray, dtype, out=None) -> np.ndarray:
     if dtype is object:
         factors = np.vectorize(lambda s: 1 << int(s), otypes=[object])(shifts)
         return values * factors
-    return np.left_shift(values, shifts)
+    return np.left_shift(values, shifts, out=out)

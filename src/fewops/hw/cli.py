@@ -1,0 +1,154 @@
+"""``fewops export --verilog DIR``: Verilog (and optionally a testbench and tool runs) for a layer.
+
+The layer comes from a saved graph (``--graph G.npz``, arrays op/a/b/sa/sb/const as written by
+:func:`save_graph`) or from a matrix coded on the spot (``--matrix W.npy --code csd|dense|lcc``
+with ``--bits`` or ``--target-db``, the same inputs as ``fewops lcc``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fewops.graph.graph import Graph
+
+GRAPH_KEYS = ("op", "a", "b", "sa", "sb", "const")
+CODES = ("csd", "dense", "lcc")
+
+
+def save_graph(graph: Graph, path) -> Path:
+    """Write ``graph``'s arrays to an ``.npz`` file that ``--graph`` reads."""
+    path = Path(path)
+    if graph.const.dtype == object:
+        raise ValueError("Graphs with constants beyond 64 bits cannot be saved as .npz.")
+    np.savez(path, **{k: getattr(graph, k) for k in GRAPH_KEYS})
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+
+def load_graph(path) -> Graph:
+    """Read a graph written by :func:`save_graph` (validated like any new graph)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No graph file at {path}.")
+    with np.load(path, allow_pickle=False) as data:
+        missing = [k for k in GRAPH_KEYS if k not in data.files]
+        if missing:
+            raise ValueError(
+                f"Graph file {path} lacks the arrays {missing}; it needs {GRAPH_KEYS}."
+            )
+        return Graph.from_arrays(*(data[k] for k in GRAPH_KEYS))
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``export`` subcommand on an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "export",
+        help="write Verilog for a coded layer (from a saved graph or a matrix)",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--verilog", type=Path, required=True, help="output folder (new or empty)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--graph", type=Path, help="a saved shift-add graph (.npz)")
+    src.add_argument("--matrix", type=Path, help="a matrix W (out x in) as .npy, coded here")
+    p.add_argument("--code", choices=CODES, default="csd", help="code for --matrix (default csd)")
+    p.add_argument("--bits", type=int, default=None, help="weight width for csd/dense")
+    p.add_argument("--target-db", type=float, default=None, help="target SQNR (csd, lcc)")
+    p.add_argument("--algorithm", default="dmp", help="LCC algorithm (default dmp)")
+    p.add_argument("--name", default="layer", help="module name (default layer)")
+    p.add_argument("--input-width", type=int, default=8, help="signed input bits (default 8)")
+    p.add_argument("--pipeline-every", type=int, default=None, help="registers every N adders")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+    p.add_argument(
+        "--testbench", type=int, default=0, metavar="N", help="also write a bench of N vectors"
+    )
+    p.add_argument("--simulate", action="store_true", help="run the bench in iverilog")
+    p.add_argument(
+        "--yosys",
+        choices=("proc", "generic", "xilinx"),
+        default=None,
+        help="report yosys cell counts after this flow",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=run)
+    return p
+
+
+def _graph_from_args(args) -> Graph:
+    if args.graph is not None:
+        return load_graph(args.graph)
+    path = Path(args.matrix)
+    if not path.exists():
+        raise FileNotFoundError(f"No matrix file at {path}.")
+    w = np.load(path, allow_pickle=False)
+    if args.code == "lcc":
+        if args.target_db is None:
+            raise ValueError("--code lcc needs --target-db.")
+        from fewops.lcc import decompose
+
+        return decompose(w, args.target_db, algorithm=args.algorithm).graph
+    from fewops.codes import csd, dense
+
+    if args.code == "dense":
+        return dense.encode(w, args.bits or 16).graph
+    if args.bits is None and args.target_db is None:
+        raise ValueError("--code csd needs --bits or --target-db.")
+    bits = args.bits if args.bits is not None else csd.bits_for_sqnr(w, args.target_db)
+    return csd.encode(w, bits).graph
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the subcommand; returns the exit status (2 with a message when a tool is missing)."""
+    from fewops.hw.tools import ToolNotFoundError
+
+    try:
+        return _run(args)
+    except ToolNotFoundError as exc:
+        print(f"fewops: error: {exc}")
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fewops.cost import count_graph
+    from fewops.hw.emit import ModuleInfo, write_verilog
+    from fewops.hw.testbench import make_vectors, write_testbench
+    from fewops.hw.tools import run_iverilog, run_yosys
+    from fewops.sim.evaluate import evaluate
+
+    if args.simulate and not args.testbench:
+        args.testbench = 1000
+    graph = _graph_from_args(args)
+    v_path, json_path = write_verilog(
+        graph,
+        args.verilog,
+        name=args.name,
+        input_width=args.input_width,
+        pipeline_every=args.pipeline_every,
+        overwrite=args.overwrite,
+    )
+    info = ModuleInfo.from_json(json_path)
+    cost = count_graph(graph)
+    print(f"wrote {v_path} and {json_path}")
+    print(
+        f"{info.inputs} inputs x {info.input_width} bits -> {info.outputs} outputs x "
+        f"{info.output_width} bits; {cost.adds} adds, adder depth {cost.adder_depth}, "
+        f"latency {info.latency}, scale 2**-{info.scale}"
+    )
+    if args.testbench:
+        top = 1 << (info.input_width - 1)
+        x = make_vectors(info.inputs, args.testbench, lo=-top, hi=top - 1, seed=args.seed)
+        tb = write_testbench(info, x, evaluate(graph, x), args.verilog)
+        print(f"wrote {tb} ({x.shape[0]} vectors)")
+        if args.simulate:
+            result = run_iverilog([v_path, tb], tb.stem, args.verilog)
+            print(f"iverilog: {result.passed} passed, {result.failed} failed")
+            if not result.ok:
+                return 1
+    if args.yosys is not None:
+        stats = run_yosys(v_path, info.module, target=args.yosys)
+        print(f"yosys {args.yosys}: " + json.dumps(stats.cells, sort_keys=True))
+        if args.yosys == "xilinx":
+            print(f"LUTs {stats.luts}, CARRY4 {stats.carries}")
+    return 0
