@@ -19,6 +19,12 @@ from fewops.cost import count_graph
 from fewops.sim.evaluate import evaluate
 
 
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=1024)
@@ -36,6 +42,9 @@ def main() -> None:
     cost = count_graph(coded.graph)
     top = 2 ** (args.input_bits - 1)
     x = rng.integers(-top, top, size=(args.vectors, args.size))
+
+    xf = x.astype(np.float64)
+    t_float = min(_timed(lambda: xf @ w.T) for _ in range(3))
 
     evaluate(coded.graph, x[:2], threads=args.threads)  # builds the evaluation plan once
     t0 = time.perf_counter()
