@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from fewops.models.io import atomic_write
 
 SCHEMA_VERSION = 1
 
@@ -21,12 +21,12 @@ def build_report(dataset: str, model: str, methods: list[dict], **extra) -> dict
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            json.dump(payload, fh, indent=2)
+            fh.write("\n")
+
+    atomic_write(path, write)
 
 
 def _fmt(value) -> str:
