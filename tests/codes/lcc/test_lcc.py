@@ -98,6 +98,19 @@ def test_fast_search_matches_exact_search(monkeypatch):
     assert np.mean(fast[0] == exact[0]) > 0.99
 
 
+def test_fast_top_terms_match_exact(monkeypatch):
+    import fewops.codes.lcc.core as core
+
+    rng = np.random.default_rng(7)
+    resid, dic = rng.standard_normal((300, 6)), rng.standard_normal((120, 6))
+    exact = top_terms(resid, dic, 4)
+    monkeypatch.setattr(core, "FAST_ENTRIES", 1)
+    fast = top_terms(resid, dic, 4, fast=True)
+    assert np.array_equal(exact[0], fast[0])
+    assert np.array_equal(exact[1], fast[1])
+    assert np.allclose(exact[2], fast[2], rtol=0, atol=1e-12)
+
+
 def test_dmp_layer_with_s1_uses_brute_force_best():
     w = gaussian((12, 3), seed=5)
     res = decompose(w, 1.0, algorithm="dmp", S=1, workers=1)
@@ -114,7 +127,15 @@ def test_dmp_layer_with_s1_uses_brute_force_best():
 
 # -- results: accuracy, structure, graph ----------------------------------------------------
 
-ALGOS = [("dmp", {}), ("rs", {"mem": 3}), ("fs", {}), ("mixed", {"depths": (1, 2)}), ("grow", {})]
+ALGOS = [
+    ("dmp", {}),
+    ("rs", {"mem": 3}),
+    ("fs", {}),
+    ("mixed", {"depths": (1, 2)}),
+    ("grow", {}),
+    ("grow", {"polish": True}),
+    ("best", {"restarts": 2}),
+]
 
 
 @pytest.mark.parametrize(("algorithm", "opts"), ALGOS)
@@ -225,10 +246,58 @@ def test_same_seed_same_result_and_workers_do_not_matter():
 
 def test_best_is_no_worse_than_dmp_and_grow():
     w = gaussian((48, 6), seed=11)
-    best = decompose(w, 40.0, algorithm="best", workers=1)
+    best = decompose(w, 40.0, algorithm="best", workers=1, restarts=2)
     for alg in ("dmp", "grow"):
         assert best.adds <= decompose(w, 40.0, algorithm=alg, workers=1).adds
     assert best.sqnr_db >= 40.0
+
+
+def test_best_same_seed_same_result_whatever_the_workers():
+    w = gaussian((16, 8), seed=4)
+    a = decompose(w, 30.0, algorithm="best", slice_width=4, seed=5, workers=1, restarts=2)
+    b = decompose(w, 30.0, algorithm="best", slice_width=4, seed=5, workers=2, restarts=2)
+    assert a.adds == b.adds
+    assert np.array_equal(a.matrix(), b.matrix())
+    assert a.sqnr_db >= 30.0
+
+
+@pytest.mark.parametrize(("algorithm", "opts"), [("fs", {}), ("dmp", {}), ("fs", {"lookahead": 4})])
+def test_polish_never_costs_more_and_keeps_the_code_valid(algorithm, opts):
+    from fewops.codes.lcc.algorithms import run_algorithm
+    from fewops.codes.lcc.lower import to_graph
+    from fewops.codes.lcc.polish import polish
+
+    w = gaussian((32, 5), seed=6)
+    budget = 10 ** (-36 / 10) * float(np.sum(w * w))
+    code = run_algorithm(algorithm, w, budget, **opts)
+    out = polish(code, w, budget)
+    assert out.rule_adds() <= code.rule_adds()
+    assert float(np.sum((w - out.matrix()) ** 2)) <= budget * (1 + 1e-9)
+    # Acyclic (sources are older ids, levels increase) and at most two terms per codeword.
+    k = out.num_inputs
+    assert np.all(out.term_src < k + out.term_cw)
+    src_lvl = np.where(out.term_src >= k, out.level[np.maximum(out.term_src - k, 0)], 0)
+    assert np.all(src_lvl < out.level[out.term_cw])
+    cw, _, _, _ = merged_terms(out)
+    assert np.bincount(cw, minlength=out.num_codewords).max() <= 2
+    graph = to_graph([out], [0], w.shape[1], w.shape[0])
+    assert count_graph(graph).adds == out.rule_adds()
+    assert np.array_equal(graph.matrix(), out.matrix())
+
+
+def test_polish_saves_adds_on_gaussian():
+    from fewops.codes.lcc.algorithms import run_algorithm
+    from fewops.codes.lcc.polish import polish
+
+    w = gaussian((64, 4), seed=0)
+    budget = 10 ** (-47 / 10) * float(np.sum(w * w))
+    code = run_algorithm("fs", w, budget)
+    out = polish(code, w, budget)
+    assert out.rule_adds() < code.rule_adds()
+    assert out.info["polish_adds_saved"] == code.rule_adds() - out.rule_adds()
+    swapped = polish(code, w, budget, swaps=2)
+    assert swapped.rule_adds() <= out.rule_adds()
+    assert float(np.sum((w - swapped.matrix()) ** 2)) <= budget * (1 + 1e-9)
 
 
 def test_grow_beats_dmp_on_gaussian():

@@ -166,9 +166,11 @@ def decompose(
     fewest adds of several). ``S``: terms per wiring row for dmp/rs. Columns are cut into slices
     of ``slice_width`` (default near log2(out)); each slice meets the target on its own, so the
     whole matrix does. Slices run in ``workers`` processes (default: the CPU count); the result
-    does not depend on ``workers``. ``seed`` seeds the randomised parts of the search (none of
-    the current algorithms uses randomness, so results are the same for every seed today).
-    Extra ``options`` go to the algorithm (e.g. ``batch``, ``dictionary``, ``max_depth``).
+    does not depend on ``workers``. ``seed`` seeds the randomised parts of the search (the
+    restarts of "best" on slices of <= 128 rows, and the ``jitter`` option); with the other
+    defaults the algorithms are deterministic greedy searches.
+    Extra ``options`` go to the algorithm (e.g. ``batch``, ``max_depth``, ``polish`` for
+    "grow", ``restarts`` for "best").
     """
     w = check_matrix(W)
     t0 = time.perf_counter()

@@ -184,15 +184,68 @@ def best_terms(
     return best_j, best_c, best_g
 
 
+def _fast_top(resid, dic, dnorm, k):
+    """Float32 (torch) candidates for :func:`top_terms`: the 3k best least-squares gains.
+
+    The power-of-two gain lies between 8/9 and 1 of the least-squares gain, so the k best
+    power-of-two terms are almost always among the 3k best least-squares ones; the caller
+    scores the candidates exactly in float64.
+    """
+    import torch
+
+    width = min(3 * k, dic.shape[0])
+    dic_t = torch.from_numpy(np.ascontiguousarray(dic.T, dtype=np.float32))
+    inv = torch.from_numpy(
+        np.divide(1.0, dnorm, out=np.zeros_like(dnorm), where=dnorm > 0).astype(np.float32)
+    )
+    res_t = torch.from_numpy(np.ascontiguousarray(resid, dtype=np.float32))
+    n = resid.shape[0]
+    out = np.zeros((n, width), dtype=np.int64)
+    step = max(1, FAST_CHUNK // max(dic.shape[0], 1))
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            g = res_t[lo:hi] @ dic_t
+            ls = g.mul_(g).mul_(inv)
+            out[lo:hi] = torch.topk(ls, width, dim=1, sorted=False).indices.numpy()
+    finally:
+        torch.set_num_threads(old)
+    return out
+
+
 def top_terms(
-    resid: np.ndarray, dic: np.ndarray, k: int, dnorm: np.ndarray | None = None
+    resid: np.ndarray,
+    dic: np.ndarray,
+    k: int,
+    dnorm: np.ndarray | None = None,
+    fast: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``k`` best single terms per residual row (as :func:`best_terms`), best first.
 
     Returns (n, k) arrays ``(j, c, gain)``; where fewer than k terms help, gains are <= 0.
+    With ``fast``, searches of >= FAST_ENTRIES pairs take their candidates from
+    :func:`_fast_top` (float32) and score them exactly (grow's lookahead uses it; the
+    published algorithms keep the exhaustive search).
     """
     n, m = resid.shape[0], dic.shape[0]
     k = max(1, min(int(k), m))
+    if dnorm is None:
+        dnorm = np.einsum("ij,ij->i", dic, dic)
+    if fast and n * m >= FAST_ENTRIES and 3 * k < m:
+        cand = _fast_top(resid, dic, dnorm, k)
+        g = np.einsum("ik,ijk->ij", resid, dic[cand])
+        dn = dnorm[cand]
+        alpha = np.divide(g, dn, out=np.zeros_like(g), where=dn > 0)
+        c = pow2_round(alpha)
+        gain = np.where(dn > 0, 2.0 * c * g - c * c * dn, -np.inf)
+        order = np.argsort(-gain, axis=1, kind="stable")[:, :k]
+        return (
+            np.take_along_axis(cand, order, axis=1),
+            np.take_along_axis(c, order, axis=1),
+            np.take_along_axis(gain, order, axis=1),
+        )
     out_j = np.zeros((n, k), dtype=np.int64)
     out_c = np.zeros((n, k), dtype=np.float64)
     out_g = np.full((n, k), -np.inf)

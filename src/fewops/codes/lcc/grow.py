@@ -52,7 +52,7 @@ class _Book:
 def _lookahead(resid, dic, dnorm, width):
     """Per row, of the ``width`` best terms the one whose best follow-up leaves the least error."""
     n, k = resid.shape
-    tj, tc, tg = top_terms(resid, dic, width, dnorm)
+    tj, tc, tg = top_terms(resid, dic, width, dnorm, fast=True)
     width = tj.shape[1]
     nxt = resid[:, None, :] - tc[:, :, None] * dic[tj]
     _, _, g2 = best_terms(nxt.reshape(n * width, k), dic, dnorm)
