@@ -179,11 +179,26 @@ def layer_summary(model: torch.nn.Module) -> list[dict]:
     return out
 
 
+def set_dropout(model: torch.nn.Module, p: float) -> dict:
+    """Set every Dropout's rate to ``p`` for retraining; returns the old rates. The coded
+    networks are tiny (a few hundred coefficients), and dropout only slows their training."""
+    saved = {}
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            saved[module] = module.p
+            module.p = p
+    return saved
+
+
 def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseline_params, args):
     model = copy.deepcopy(float_model)
     started = time.perf_counter()
     config = config_for(preset, epochs, mode, lr, coef_bits, args.retrain_batch)
+    dropout = getattr(args, "retrain_dropout", None)
+    saved = set_dropout(model, dropout) if dropout is not None else {}
     compress_(model, config, data=data, lr_schedule=args.lr_schedule)
+    for module, p in saved.items():  # dropout is the identity at inference either way
+        module.p = p
     seconds = time.perf_counter() - started
     params = count_params(model)
     convs = conv_costs(model)
@@ -369,6 +384,12 @@ def main(argv=None):
         help="retraining schedule: cosine or none",
     )
     parser.add_argument("--retrain-batch", type=int, default=32)
+    parser.add_argument(
+        "--retrain-dropout",
+        type=float,
+        default=None,
+        help="dropout rate while retraining (default: the model's own)",
+    )
     parser.add_argument("--float-path", default=None, help="save the float CNN here")
     parser.add_argument(
         "--wait-float", action="store_true", help="load the float CNN from --float-path instead"
