@@ -240,6 +240,26 @@ def train_float(name, data, epochs, seed, lr, path=None, wait=False):
     return model.eval(), {"accuracy": accuracy, "params": params, "seconds": round(seconds, 1)}
 
 
+def run_presets(model, data, presets: dict, base: dict, args) -> dict:
+    """Retrain and code ``model`` with each preset, printing each result against ``base``."""
+    results = {}
+    for tag, preset in presets.items():
+        res = run_preset(
+            model,
+            data,
+            preset,
+            epochs=args.epochs,
+            mode=args.mode,
+            lr=args.lr,
+            coef_bits=args.coef_bits,
+            baseline_params=base["params"],
+            args=args,
+        )
+        results[tag] = res
+        report_preset(tag, res, base["accuracy"])
+    return results
+
+
 def report_preset(tag, res, base_acc):
     loss = 100 * (base_acc - res["accuracy"])
     conv = "" if res["conv_fewer_pct"] is None else f", conv {res['conv_fewer_pct']:.1f}% < RS"
@@ -261,21 +281,10 @@ def part_cnn(args, results, dataset="mnist", presets=None, key="cnn"):
     model, base = train_float(
         "mnist-cnn", data, args.float_epochs, args.seed, 1e-3, args.float_path, args.wait_float
     )
-    out = {"float": base, "dataset": dataset, "presets": {}}
-    for tag, preset in (CNN_PRESETS if presets is None else presets).items():
-        res = run_preset(
-            model,
-            data,
-            preset,
-            epochs=args.epochs,
-            mode=args.mode,
-            lr=args.lr,
-            coef_bits=args.coef_bits,
-            baseline_params=base["params"],
-            args=args,
-        )
-        out["presets"][tag] = res
-        report_preset(tag, res, base["accuracy"])
+    out = {"float": base, "dataset": dataset}
+    out["presets"] = run_presets(
+        model, data, CNN_PRESETS if presets is None else presets, base, args
+    )
     results[key] = out
     return model, data, base
 
@@ -347,21 +356,7 @@ def part_lenet(args, results):
     data = load("mnist")
     print("[lenet] LeNet-5 on MNIST", flush=True)
     model, base = train_float("lenet5", data, args.float_epochs, args.seed, 1e-3)
-    out = {"float": base, "presets": {}}
-    for tag, preset in LENET_PRESETS.items():
-        res = run_preset(
-            model,
-            data,
-            preset,
-            epochs=args.epochs,
-            mode=args.mode,
-            lr=args.lr,
-            coef_bits=args.coef_bits,
-            baseline_params=base["params"],
-            args=args,
-        )
-        out["presets"][tag] = res
-        report_preset(tag, res, base["accuracy"])
+    out = {"float": base, "presets": run_presets(model, data, LENET_PRESETS, base, args)}
     results["lenet"] = out
 
 
