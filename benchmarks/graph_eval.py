@@ -9,6 +9,7 @@ and checks the simulator's outputs against an exact integer matmul.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
@@ -43,21 +44,24 @@ def main() -> None:
     top = 2 ** (args.input_bits - 1)
     x = rng.integers(-top, top, size=(args.vectors, args.size))
 
-    xf = x.astype(np.float64)
-    t_float = min(_timed(lambda: xf @ w.T) for _ in range(3))
-
-    evaluate(coded.graph, x[:2], threads=args.threads)  # builds the evaluation plan once
+    # Cold: the first call builds the evaluation plan and infers the widths; warm: a second batch
+    # on the same graph reuses both. The target is judged on the cold call, everything included.
     t0 = time.perf_counter()
     y = evaluate(coded.graph, x, threads=args.threads)
+    t_cold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    y_warm = evaluate(coded.graph, x, threads=args.threads)
     t_sim = time.perf_counter() - t0
 
+    # The float matmul runs last: OpenBLAS threads keep spinning for a while after a call, which
+    # would steal the cores from the simulator's worker processes.
     xf = x.astype(np.float64)
-    t0 = time.perf_counter()
+    t_float = min(_timed(lambda: xf @ w.T) for _ in range(3))
     ref = xf @ coded.matrix.T
-    t_float = time.perf_counter() - t0
-    exact = np.array_equal(
+    exact = np.array_equal(y, y_warm) and np.array_equal(
         np.ldexp(y.astype(np.float64), -coded.graph.output_scale) * coded.scale, ref
     )
+    load = os.getloadavg()
 
     print(f"machine: {platform.node()} {platform.machine()} {platform.processor() or ''}".strip())
     print(
@@ -65,13 +69,18 @@ def main() -> None:
         f"(encode {t_encode:.2f} s)"
     )
     print(
-        f"integer simulation of {args.vectors} vectors: {t_sim:.2f} s "
-        f"({cost.adds * args.vectors / t_sim / 1e9:.2f} G adds/s)  target < 5 s: "
-        f"{'met' if t_sim < 5 else 'MISSED'}"
+        f"integer simulation of {args.vectors} vectors, first call (plan + widths + run): "
+        f"{t_cold:.2f} s  target < 5 s: {'met' if t_cold < 5 else 'MISSED'}"
     )
     print(
-        f"numpy float64 matmul, same size: {t_float:.4f} s  (ratio sim/float {t_sim / t_float:.0f}x)"
+        f"integer simulation, second call (plan reused): {t_sim:.2f} s "
+        f"({cost.adds * args.vectors / t_sim / 1e9:.2f} G adds/s)"
     )
+    print(
+        f"numpy float64 matmul, same size (best of 3): {t_float:.4f} s  "
+        f"(ratio sim/float {t_sim / t_float:.0f}x)"
+    )
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"simulation equals W_hat @ x exactly: {exact}")
     if not exact:
         raise SystemExit(1)

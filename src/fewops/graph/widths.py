@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from fewops.graph.graph import Graph
 
 INT64_SAFE = 2**62
+FLOAT_EXACT = 2**52  # float64 holds every integer up to 2**53; keep one bit of headroom
 
 
 def level_groups(graph: Graph) -> list[np.ndarray]:
@@ -68,6 +69,10 @@ def infer_ranges(graph: Graph, input_lo, input_hi) -> tuple[np.ndarray, np.ndarr
         raise ValueError("Each input's lower bound must not exceed its upper bound.")
     estimate = _ranges(graph, in_lo.astype(np.float64), in_hi.astype(np.float64), np.float64)
     magnitude = max(np.abs(estimate[0]).max(initial=0), np.abs(estimate[1]).max(initial=0))
+    if magnitude < FLOAT_EXACT:
+        # Every bound is an integer below 2**53 built by adds, shifts and integer products that
+        # stay below it too, so the float pass was exact: no second pass needed.
+        return estimate[0].astype(np.int64), estimate[1].astype(np.int64)
     if magnitude < INT64_SAFE:
         return _ranges(graph, in_lo.astype(np.int64), in_hi.astype(np.int64), np.int64)
     return _ranges(graph, in_lo, in_hi, object)
@@ -132,10 +137,16 @@ def signed_width(lo, hi) -> np.ndarray:
 
 
 def _bit_length(x: np.ndarray) -> np.ndarray:
-    length = np.zeros(x.shape, dtype=np.int64)
-    for bit in range(63):
-        length += (x >> bit) > 0
-    return length
+    """int.bit_length for non-negative int64 values, vectorised.
+
+    frexp gives it directly below 2**53; above, the float may round up to the next power of two,
+    which the correction step catches (x >> (e - 1) is 0 exactly when e overshoots by one).
+    """
+    x = np.asarray(x, dtype=np.int64)
+    _, exp = np.frexp(x.astype(np.float64))
+    exp = exp.astype(np.int64)
+    over = (exp > 0) & ((x >> np.maximum(exp - 1, 0)) == 0)
+    return exp - over
 
 
 def infer_widths(graph: Graph, input_width: int) -> np.ndarray:

@@ -1,117 +1,25 @@
 """Bit-exact integer evaluation of a shift-add graph, level by level.
 
-Nodes are renumbered by (level, kind) so that each group of one level and one kind is a contiguous
-slice; a whole graph then costs a few numpy calls per level, not one Python step per node. Integers
-stay int64 while the inferred widths allow it and switch to Python ints (object arrays) beyond.
+The plan (:mod:`fewops.sim.plan`) lays nodes out so that each group of one level and one kind is a
+contiguous slice; a whole graph then costs a few numpy calls per level, not one Python step per
+node. Integers stay int64 while the inferred widths allow it and switch to Python ints (object
+arrays) beyond.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
 from fewops.graph.graph import Graph
 from fewops.graph.ops import Op
-from fewops.graph.widths import infer_ranges, operand_shifts, signed_width
+from fewops.graph.widths import infer_ranges, signed_width
+from fewops.sim.plan import Plan, plan_for
 
 BLOCK_BYTES = 64 * 2**20  # node-value buffer of one block of vectors
 MIN_BLOCK = 256  # below this many vectors per block, evaluate vector by vector
-
-
-@dataclass(frozen=True)
-class _Group:
-    """Nodes of one level and one kind, contiguous in evaluation order.
-
-    An operand is either an index array or, where its positions form an arithmetic progression
-    (as adder trees built pairwise do), a slice: no gather at all.
-    """
-
-    kind: int
-    start: int
-    stop: int
-    a: np.ndarray | slice
-    b: np.ndarray | slice | None
-    la: np.ndarray | None  # None when no operand needs a shift
-    lb: np.ndarray | None
-    const: np.ndarray | None
-
-
-@dataclass(frozen=True)
-class _Plan:
-    order: np.ndarray  # order[p] = original node at position p
-    inputs: np.ndarray  # positions of input ports, in port order
-    outputs: np.ndarray  # positions of output ports, in port order
-    consts: np.ndarray  # positions of constants
-    const_values: np.ndarray
-    groups: tuple[_Group, ...]
-    largest_group: int
-
-
-def _as_slice(index: np.ndarray) -> np.ndarray | slice:
-    if index.shape[0] >= 2:
-        step = int(index[1] - index[0])
-        if step > 0 and np.all(np.diff(index) == step):
-            return slice(int(index[0]), int(index[-1]) + 1, step)
-    elif index.shape[0] == 1:
-        return slice(int(index[0]), int(index[0]) + 1)
-    return index
-
-
-def _make_plan(graph: Graph) -> _Plan:
-    n = graph.num_nodes
-    la_all, lb_all = operand_shifts(graph)
-    a_all, b_all = graph.a.copy(), graph.b.copy()
-    # Addition commutes: put the shifted operand second so most adders need one shift only.
-    swap = (graph.op == Op.ADD) & (la_all > 0) & (lb_all == 0)
-    a_all[swap], b_all[swap] = graph.b[swap], graph.a[swap]
-    la_all[swap], lb_all[swap] = lb_all[swap], la_all[swap]
-    order = np.lexsort((graph.op, graph.level))
-    position = np.empty(n, dtype=np.int64)
-    position[order] = np.arange(n)
-    key = graph.level[order] * 16 + graph.op[order]
-    bounds = np.concatenate([[0], np.flatnonzero(np.diff(key)) + 1, [n]])
-    groups = []
-    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
-        nodes = order[start:stop]
-        kind = int(graph.op[nodes[0]])
-        if kind in (Op.INPUT, Op.CONST):
-            continue
-        binary = kind in (Op.ADD, Op.SUB)
-        la = la_all[nodes]
-        lb = lb_all[nodes] if binary else None
-        groups.append(
-            _Group(
-                kind=kind,
-                start=int(start),
-                stop=int(stop),
-                a=_as_slice(position[a_all[nodes]]),
-                b=_as_slice(position[b_all[nodes]]) if binary else None,
-                la=la if la.any() else None,
-                lb=lb if binary and lb.any() else None,
-                const=graph.const[nodes] if kind == Op.MUL else None,
-            )
-        )
-    consts = np.flatnonzero(graph.op == Op.CONST)
-    return _Plan(
-        order=order,
-        inputs=position[graph.input_nodes],
-        outputs=position[graph.output_nodes],
-        consts=position[consts],
-        const_values=graph.const[consts],
-        groups=tuple(groups),
-        largest_group=max((g.stop - g.start for g in groups), default=0),
-    )
-
-
-def _plan_for(graph: Graph) -> _Plan:
-    plan = graph.meta.get("_eval_plan")
-    if plan is None:
-        plan = _make_plan(graph)
-        graph.meta["_eval_plan"] = plan
-    return plan
 
 
 def evaluate(graph: Graph, x, *, threads: int = 2) -> np.ndarray:
@@ -138,10 +46,8 @@ def evaluate(graph: Graph, x, *, threads: int = 2) -> np.ndarray:
     if batch == 0 or graph.num_outputs == 0:
         out = np.zeros((batch, graph.num_outputs), dtype=np.int64)
         return out[0] if single else out
-    lo, hi = int(x.min()), int(x.max())
-    node_lo, node_hi = infer_ranges(graph, lo, hi)
-    lane_bits = _lane_bits(node_lo, node_hi)
-    plan = _plan_for(graph)
+    lane_bits = _lane_bits(graph, int(x.min()), int(x.max()))
+    plan = plan_for(graph)
     if lane_bits is None:
         dtype = object
         words = x.astype(object)
@@ -158,7 +64,7 @@ def evaluate(graph: Graph, x, *, threads: int = 2) -> np.ndarray:
     return out[0] if single else out
 
 
-def _run(plan: _Plan, words: np.ndarray, consts: np.ndarray, dtype, threads: int) -> np.ndarray:
+def _run(plan: Plan, words: np.ndarray, consts: np.ndarray, dtype, threads: int) -> np.ndarray:
     """Evaluate packed word vectors: block layout for small graphs, vector by vector for big ones.
 
     Big graphs split their vectors over forked worker processes (the numpy gathers hold the GIL
@@ -208,7 +114,7 @@ def _run_forked_rows(rows: np.ndarray) -> np.ndarray:
     return _run_rows(plan, words, consts, dtype, rows)
 
 
-def _run_rows(plan: _Plan, words, consts, dtype, rows: np.ndarray) -> np.ndarray:
+def _run_rows(plan: Plan, words, consts, dtype, rows: np.ndarray) -> np.ndarray:
     out = np.empty((rows.shape[0], plan.outputs.shape[0]), dtype=dtype)
     vals = np.empty(plan.order.shape[0], dtype=dtype)
     spare = np.empty((2, plan.largest_group), dtype=dtype) if dtype is not object else None
@@ -217,17 +123,27 @@ def _run_rows(plan: _Plan, words, consts, dtype, rows: np.ndarray) -> np.ndarray
     return out
 
 
-def _lane_bits(node_lo, node_hi) -> int | None:
+def _lane_bits(graph: Graph, lo: int, hi: int) -> int | None:
     """Bits per lane when several vectors share one int64 word; None beyond 64 bits.
 
     Add, subtract, shift, negate and multiply by a constant are linear over the integers, so the
     word ``v0 + v1 * 2**L + ...`` carries every lane through the graph untouched, as long as each
     node's true value fits L signed bits (the inferred widths guarantee it). Two or four vectors
-    then cost one numpy element, and the index arrays are read once for all of them.
+    then cost one numpy element, and the index arrays are read once for all of them. The answer
+    depends only on the graph and the input range, so it is kept per range in ``graph.meta``.
     """
+    known = graph.meta.setdefault("_lane_bits", {})
+    if (lo, hi) not in known:
+        known[(lo, hi)] = _widest_lane(graph, lo, hi)
+    return known[(lo, hi)]
+
+
+def _widest_lane(graph: Graph, lo: int, hi: int) -> int | None:
+    node_lo, node_hi = infer_ranges(graph, lo, hi)
     if node_lo.dtype == object:
         return None
-    width = int(signed_width(node_lo, node_hi).max(initial=1))
+    # The widest node is the one with the most negative low or the largest high bound.
+    width = int(signed_width(node_lo.min(initial=0), node_hi.max(initial=0)))
     for bits in (16, 32, 64):
         if width <= bits:
             return bits
@@ -265,7 +181,7 @@ def unpack_lanes(words: np.ndarray, lane_bits: int, batch: int) -> np.ndarray:
     return out.reshape(-1, words.shape[1])[:batch]
 
 
-def _evaluate_vector(plan: _Plan, x, consts, vals, spare, dtype) -> np.ndarray:
+def _evaluate_vector(plan: Plan, x, consts, vals, spare, dtype) -> np.ndarray:
     """Outputs for one (packed) input vector; ``vals`` holds one value per node.
 
     One vector at a time keeps every operation a flat 1-D numpy call (gathers of 1-D arrays are
@@ -274,15 +190,20 @@ def _evaluate_vector(plan: _Plan, x, consts, vals, spare, dtype) -> np.ndarray:
     vals[plan.inputs] = x
     if plan.consts.size:
         vals[plan.consts] = consts
+    table = _input_table(plan, x, dtype)
     for g in plan.groups:
         res = vals[g.start : g.stop]
-        va = _gather(vals, g.a, spare, 0, g.stop - g.start)
+        src = table if g.table else vals
+        n = g.stop - g.start
+        va = _gather(src, g.a, spare, 0, n)
+        # Shifts go to the spare buffers: a sliced operand is a view of node values that other
+        # nodes still read, so it must never be shifted in place.
         if g.la is not None:
-            va = _shl(va, g.la, dtype)
+            va = _shl(va, g.la, dtype, out=spare[0, :n] if spare is not None else None)
         if g.kind == Op.ADD or g.kind == Op.SUB:
-            vb = _gather(vals, g.b, spare, 1, g.stop - g.start)
+            vb = _gather(src, g.b, spare, 1, n)
             if g.lb is not None:
-                vb = _shl(vb, g.lb, dtype, out=vb if spare is not None else None)
+                vb = _shl(vb, g.lb, dtype, out=spare[1, :n] if spare is not None else None)
             (np.add if g.kind == Op.ADD else np.subtract)(va, vb, out=res)
         elif g.kind == Op.NEG:
             np.negative(va, out=res)
@@ -293,6 +214,22 @@ def _evaluate_vector(plan: _Plan, x, consts, vals, spare, dtype) -> np.ndarray:
     return vals[plan.outputs]
 
 
+def _input_table(plan: Plan, x, dtype):
+    """The inputs shifted by each of the plan's table shifts, rows stacked: entry r*K + port.
+
+    ``x`` is one vector (K,) or a block laid out (K, block); the table keeps that trailing shape.
+    """
+    if plan.table_shifts is None:
+        return None
+    shifts = plan.table_shifts.reshape((-1,) + (1,) * x.ndim)
+    if dtype is object:
+        factors = np.array([1 << int(s) for s in plan.table_shifts], dtype=object)
+        table = x[None] * factors.reshape(shifts.shape)
+    else:
+        table = np.left_shift(x[None], shifts)
+    return table.reshape((-1,) + x.shape[1:])
+
+
 def _gather(vals, index, spare, slot: int, n: int):
     if isinstance(index, slice) or spare is None:
         return vals[index]
@@ -300,19 +237,21 @@ def _gather(vals, index, spare, slot: int, n: int):
     return np.take(vals, index, out=spare[slot, :n], mode="clip")
 
 
-def _evaluate_block(plan: _Plan, x: np.ndarray, consts, dtype) -> np.ndarray:
+def _evaluate_block(plan: Plan, x: np.ndarray, consts, dtype) -> np.ndarray:
     """Outputs for a block of vectors, shape (outputs, block); rows of ``vals`` are nodes."""
     vals = np.empty((plan.order.shape[0], x.shape[0]), dtype=dtype)
     vals[plan.inputs] = x.T
     if plan.consts.size:
         vals[plan.consts] = consts[:, None]
+    table = _input_table(plan, x.T, dtype)
     for g in plan.groups:
         res = vals[g.start : g.stop]
-        va = vals[g.a]
+        src = table if g.table else vals
+        va = src[g.a]
         if g.la is not None:
             va = _shl(va, g.la[:, None], dtype)
         if g.kind == Op.ADD or g.kind == Op.SUB:
-            vb = vals[g.b]
+            vb = src[g.b]
             if g.lb is not None:
                 vb = _shl(vb, g.lb[:, None], dtype)
             (np.add if g.kind == Op.ADD else np.subtract)(va, vb, out=res)
