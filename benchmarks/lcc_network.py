@@ -80,13 +80,23 @@ def run_trained(args, model_name, model_opts):
     model = build(model_name, data.input_shape, data.num_classes, **model_opts)
     t0 = time.perf_counter()
     cache = Path(args.cache) / (
-        f"{model_name}-{args.data}-e{args.epochs}-n{args.train_samples}-s{args.seed}.pt"
+        f"{model_name}-{args.data}-e{args.epochs}-n{args.train_samples}-s{args.seed}"
+        f"{'' if args.schedule == 'constant' else '-' + args.schedule}.pt"
     )
     cached = cache.exists()
     if cached:  # the float model of an earlier run with the same settings
         model.load_state_dict(torch.load(cache))
     else:
-        fit(model, train, epochs=args.epochs, lr=args.lr, seed=args.seed, progress=False)
+        schedule = None if args.schedule == "constant" else args.schedule
+        fit(
+            model,
+            train,
+            epochs=args.epochs,
+            lr=args.lr,
+            seed=args.seed,
+            lr_schedule=schedule,
+            progress=False,
+        )
         cache.parent.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), cache)
     train_s = time.perf_counter() - t0
@@ -104,6 +114,8 @@ def run_trained(args, model_name, model_opts):
         slice_width=args.slice_width,
         prune_epochs=args.prune_epochs,
         finetune_epochs=args.finetune_epochs,
+        prune_relative=not args.prune_absolute,
+        train_threads=args.threads,
         lr=args.lr,
         share=not args.no_share,
         workers=args.workers,
@@ -146,15 +158,27 @@ def run_trained(args, model_name, model_opts):
     return result
 
 
+def _cpu_seconds() -> float:
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def run_resnet34(args):
     torch.manual_seed(args.seed)
     model = build("resnet34", (3, 224, 224), 1000).eval()
     cfg = LCCConfig(
         algorithm=args.algorithm, target_db=args.target_db, share=False, workers=args.workers
     )
+    load_start = os.getloadavg()
+    cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
     compress_(model, cfg, input_shape=(3, 224, 224))
     seconds = time.perf_counter() - t0
+    cpu = _cpu_seconds() - cpu0
+    load_end = os.getloadavg()
     stages = model.fewops_stages
     layers = stages["lcc"]["layers"]
     result = {
@@ -168,11 +192,18 @@ def run_resnet34(args):
         "adds_per_entry_per_position": sum(v["adds"] for v in layers.values())
         / stages["original"]["entries"],
         "seconds": round(seconds, 1),
+        # CPU time of this process and its (reaped) worker processes: on a shared machine the
+        # wall time depends on the other jobs, the CPU time much less.
+        "cpu_seconds": round(cpu, 1),
+        "workers": args.workers,
+        "loadavg_pipeline_start": load_start,
+        "loadavg_pipeline_end": load_end,
         "stages": stages,
     }
     print(
         f"ResNet-34: {len(layers)} layers at >= {result['min_layer_sqnr_db']:.2f} dB, "
-        f"{result['adds_per_inference']} adds per inference, {seconds:.0f} s",
+        f"{result['adds_per_inference']} adds per inference, {seconds:.0f} s wall, "
+        f"{cpu:.0f} CPU s, load {load_start} -> {load_end}",
         flush=True,
     )
     return result
@@ -185,15 +216,22 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--schedule", choices=("cosine", "constant"), default="cosine", help="float training"
+    )
     p.add_argument("--train-samples", type=int, default=None)
     p.add_argument("--algorithm", default="dmp")
     p.add_argument("--tolerance", type=float, default=0.005)
-    p.add_argument("--prune-lambda", type=float, default=0.0)
+    p.add_argument("--prune-lambda", type=float, default=0.35)  # the documented MLP preset
     p.add_argument("--prune-layers", nargs="*", default=None)
     p.add_argument("--slice-width", type=int, default=None)
     p.add_argument("--cache", default="/tmp/lccb/models")
-    p.add_argument("--prune-epochs", type=int, default=3)
-    p.add_argument("--finetune-epochs", type=int, default=2)
+    p.add_argument("--prune-epochs", type=int, default=10)
+    p.add_argument("--finetune-epochs", type=int, default=20)
+    p.add_argument(
+        "--prune-absolute", action="store_true", help="one group-lasso threshold for all layers"
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch threads (1 is best under load)")
     p.add_argument("--no-share", action="store_true")
     p.add_argument("--db-min", type=float, default=8.0)
     p.add_argument("--db-max", type=float, default=40.0)
@@ -202,6 +240,9 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    load_at_start = os.getloadavg()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.bench == "mlp":
         result = run_trained(args, "mlp", {"hidden": [512, 256]})
     elif args.bench == "resnet20":
@@ -212,6 +253,7 @@ def main(argv=None):
     result["machine"] = {
         "uname": " ".join(platform.uname()),
         "nproc": os.cpu_count(),
+        "loadavg_at_start": load_at_start,
         "loadavg_at_end": os.getloadavg(),
         "torch_threads": torch.get_num_threads(),
     }

@@ -7,6 +7,7 @@ Parts (all by default):
            parameters, accuracy, conv cost per output position against Row Stationary.
   sweep    the same float model over interval lengths and degrees (table + plot).
   lenet    classic LeNet-5 on MNIST.
+  curve    the same float model: accuracy against reduction over tensor-family sizes (+ plot).
   fashion  the Keras MNIST CNN on Fashion-MNIST (60,000 / 10,000).
 
 Usage:
@@ -32,7 +33,7 @@ from fewops.data import load
 from fewops.models import build
 from fewops.nn.api import LayerSelection, compress_
 from fewops.nn.coded import CodedConv2d, CodedLinear
-from fewops.nn.poly import PolyConfig
+from fewops.nn.poly import PolyConfig, retrain_
 from fewops.nn.train import evaluate, fit
 
 KERAS_CNN_PARAMS = 1_199_882
@@ -79,6 +80,149 @@ CNN_PRESETS = {
         "10": ("fan_in", None, 1),
     },
 }
+# Tensor-product families (fewops.codes.poly_tensor) with polynomial biases: dense1 is read as
+# a 12x12 conv over 64 channels, its weight a polynomial in (channel, column) per image row and
+# in the unit index per interval of units; conv1/conv2 keep tiny-986's families. Layer dicts are
+# PolyConfig overrides.
+_CONV1 = {"in_shape": (9,), "in_factors": ((None, 2),), "bias_degree": 2}  # 96 + 3
+_CONV2 = {"in_shape": (288,), "in_factors": ((None, 2),), "bias_degree": 2}  # 192 + 3
+_DENSE2 = ("fan_in", 32, 1)  # 80 + 10 biases
+TENSOR_PRESETS = {
+    # dense1: M = 2 x 12 x 3 = 72 moments, K = 4 x 2 = 8 features: 576 + 3. Total 963: 1246.0x.
+    "tensor-963": {
+        "0": _CONV1,
+        "2": _CONV2,
+        "7": {
+            "in_shape": (64, 12, 12),
+            "in_factors": ((None, 1), None, (None, 2)),
+            "out_factor": (32, 1),
+            "bias_degree": 2,
+        },
+        "10": _DENSE2,
+    },
+    # dense1: M = 2 x 2 x 2 x 3 = 24 moments (rows in 2 runs of 6, linear), K = 8 x 3 = 24: 576 + 3.
+    "tensor-963b": {
+        "0": _CONV1,
+        "2": _CONV2,
+        "7": {
+            "in_shape": (64, 12, 12),
+            "in_factors": ((None, 1), (6, 1), (None, 2)),
+            "out_factor": (16, 2),
+            "bias_degree": 2,
+        },
+        "10": _DENSE2,
+    },
+    # dense1: M = 3 x 12 x 3 = 108 moments, K = 2 x 2 = 4: 432 + 3; dense2 1-D 20 + 10. 756: 1587x
+    "tensor-756": {
+        "0": _CONV1,
+        "2": _CONV2,
+        "7": {
+            "in_shape": (64, 12, 12),
+            "in_factors": ((None, 2), None, (None, 2)),
+            "out_factor": (64, 1),
+            "bias_degree": 2,
+        },
+        "10": ("fan_in", None, 1),
+    },
+    # tensor-963 with a 2-D conv2: linear across its 32 input channels at each of the 9 taps
+    # (M = 18 moment maps instead of 3), filters in 4 intervals of 16, linear (K = 8): 144.
+    # Total 936 with the step exponents: 1281.9x.
+    "tensor-c2": {
+        "0": _CONV1,
+        "2": {"in_factors": ((None, 1), None, None), "out_factor": (16, 1), "bias_degree": 2},
+        "7": {
+            "in_shape": (64, 12, 12),
+            "in_factors": ((None, 1), None, (None, 2)),
+            "out_factor": (32, 1),
+            "bias_degree": 2,
+        },
+        "10": _DENSE2,
+    },
+    # tensor-c2 with dense1 linear (not quadratic) along the columns, M = 2 x 12 x 2 = 48, and
+    # 3 features per interval of 32 units (quadratic), K = 12: 576.
+    "tensor-c2b": {
+        "0": _CONV1,
+        "2": {"in_factors": ((None, 1), None, None), "out_factor": (16, 1), "bias_degree": 2},
+        "7": {
+            "in_shape": (64, 12, 12),
+            "in_factors": ((None, 1), None, (None, 1)),
+            "out_factor": (32, 2),
+            "bias_degree": 2,
+        },
+        "10": _DENSE2,
+    },
+    # Probes (over the budget): which layer limits tensor-c2? dense1 with free biases ...
+    "probe-d1bias": {
+        "0": _CONV1,
+        "2": {"in_factors": ((None, 1), None, None), "out_factor": (16, 1), "bias_degree": 2},
+        "7": {
+            "in_shape": (64, 12, 12),
+            "in_factors": ((None, 1), None, (None, 2)),
+            "out_factor": (32, 1),
+        },
+        "10": _DENSE2,
+    },
+    # ... or conv2 with twice the features (K = 16).
+    "probe-c2k16": {
+        "0": _CONV1,
+        "2": {"in_factors": ((None, 1), None, None), "out_factor": (8, 1), "bias_degree": 2},
+        "7": {
+            "in_shape": (64, 12, 12),
+            "in_factors": ((None, 1), None, (None, 2)),
+            "out_factor": (32, 1),
+            "bias_degree": 2,
+        },
+        "10": _DENSE2,
+    },
+    # ... or dense1 with twice the features (K = 16, 1152 coefficients): 1512 in all, 793.6x.
+    "tensor-1.5k": {
+        "0": _CONV1,
+        "2": {"in_factors": ((None, 1), None, None), "out_factor": (16, 1), "bias_degree": 2},
+        "7": {
+            "in_shape": (64, 12, 12),
+            "in_factors": ((None, 1), None, (None, 2)),
+            "out_factor": (16, 1),
+            "bias_degree": 2,
+        },
+        "10": _DENSE2,
+    },
+    # Larger points of the accuracy / reduction curve. tensor-7k keeps tiny-986's convs.
+    # dense1: quadratic across channels at each of the 144 positions (M = 432), 16 features.
+    "tensor-7k": {
+        "0": _CONV1,
+        "2": _CONV2,
+        "7": {
+            "in_shape": (64, 12, 12),
+            "in_factors": ((None, 2), None, None),
+            "out_factor": (16, 1),
+            "bias_degree": 2,
+        },
+        "10": _DENSE2,
+    },
+    # dense1: linear across channels at each position (M = 288), every unit free (K = 128);
+    # conv2 linear across its 32 input channels per kernel tap, every filter free.
+    "tensor-38k": {
+        "0": _CONV1,
+        "2": {"in_factors": ((None, 1), None, None), "bias_degree": 2},
+        "7": {
+            "in_shape": (64, 12, 12),
+            "in_factors": ((None, 1), None, None),
+            "bias_degree": 2,
+        },
+        "10": _DENSE2,
+    },
+    # dense1: linear across channels in 4 runs of 16 at each position (M = 8 x 144 = 1152),
+    # units in pairs, linear (K = 128): 147,456.
+    "tensor-148k": {
+        "0": _CONV1,
+        "2": {"in_factors": ((None, 1), None, None), "bias_degree": 2},
+        "7": {"in_shape": (64, 12, 12), "in_factors": ((16, 1), None, None)},
+        "10": _DENSE2,
+    },
+}
+CNN_PRESETS.update(TENSOR_PRESETS)
+# The accuracy / reduction curve of the tensor families (part "curve").
+CURVE_PRESETS = ("tensor-c2", "tensor-1.5k", "tensor-7k", "tensor-38k", "tensor-148k")
 # Sweep levels: (conv2 interval, dense1 interval); conv1 per kernel (9) at the swept degree,
 # dense2 one degree-1 polynomial over its 128 inputs.
 SWEEP_LEVELS = [(9, 144), (36, 576), (96, 2304), (288, 9216)]
@@ -102,10 +246,20 @@ LENET_PRESETS = {
 
 
 def config_for(
-    preset: dict, epochs: int, mode: str, lr: float, coef_bits: int, batch_size: int = 128
+    preset: dict,
+    epochs: int,
+    mode: str,
+    lr: float,
+    coef_bits: int,
+    batch_size: int = 128,
+    init: str = "float",
 ) -> PolyConfig:
+    """A preset maps layer names to (axis, interval, degree) or to a dict of PolyConfig fields."""
     overrides = {
-        name: {"axis": a, "interval": i, "degree": d} for name, (a, i, d) in preset.items()
+        name: dict(spec)
+        if isinstance(spec, dict)
+        else dict(zip(("axis", "interval", "degree"), spec, strict=True))
+        for name, spec in preset.items()
     }
     return PolyConfig(
         epochs=epochs,
@@ -113,24 +267,29 @@ def config_for(
         lr=lr,
         coef_bits=coef_bits,
         batch_size=batch_size,
+        init=init,
         layers=LayerSelection(overrides=overrides),
     )
 
 
 def count_params(model: torch.nn.Module) -> dict:
-    """Stored coefficients of the coded layers, biases, and anything else left (float)."""
-    coefs = biases = other = 0
+    """Stored coefficients of the coded layers, their power-of-two step exponents ("scales"),
+    biases, and anything else left (float)."""
+    coefs = biases = other = scales = 0
     for module in model.modules():
         if isinstance(module, CodedLinear | CodedConv2d):
             coefs += module.coded.params
-            biases += 0 if module.bias is None else module.bias.numel()
+            scales += module.coded.extra.get("scale_params", 0)
+            if module.bias is not None:  # a polynomial bias stores only its coefficients
+                biases += module.coded.extra.get("bias_params", module.bias.numel())
         elif not list(module.children()):
             other += sum(p.numel() for p in module.parameters(recurse=False))
     return {
         "coefficients": coefs,
         "biases": biases,
+        "scales": scales,
         "other": other,
-        "total": coefs + biases + other,
+        "total": coefs + biases + scales + other,
     }
 
 
@@ -193,12 +352,18 @@ def set_dropout(model: torch.nn.Module, p: float) -> dict:
 def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseline_params, args):
     model = copy.deepcopy(float_model)
     started = time.perf_counter()
-    config = config_for(preset, epochs, mode, lr, coef_bits, args.retrain_batch)
+    init = getattr(args, "init", "float")
+    config = config_for(preset, epochs, mode, lr, coef_bits, args.retrain_batch, init)
     dropout = getattr(args, "retrain_dropout", None)
     saved = set_dropout(model, dropout) if dropout is not None else {}
-    compress_(model, config, data=data, lr_schedule=args.lr_schedule)
+    history = {}
+    if epochs > 0:
+        history = retrain_(model, config, data, lr_schedule=args.lr_schedule, progress=False)
     for module, p in saved.items():  # dropout is the identity at inference either way
         module.p = p
+    # Accuracy on the family before the coefficients are quantized, then code (no retraining).
+    family_accuracy = evaluate(model, data.x_test, data.y_test)
+    compress_(model, dataclasses.replace(config, epochs=0, init="float"), data=data)
     seconds = time.perf_counter() - started
     params = count_params(model)
     convs = conv_costs(model)
@@ -206,6 +371,8 @@ def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseli
     conv_rs = sum(c["rs_adds"] + c["rs_mults"] for c in convs)
     return {
         "accuracy": evaluate(model, data.x_test, data.y_test),
+        "family_accuracy": family_accuracy,
+        "history": {k: history.get(k) for k in ("train_accuracy", "test_accuracy", "seconds")},
         "params": params,
         "reduction": baseline_params / params["total"],
         "reduction_weights_only": baseline_params / params["coefficients"],
@@ -215,6 +382,7 @@ def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseli
         "retrain_seconds": round(seconds, 1),
         "epochs": epochs,
         "mode": mode,
+        "init": init,
     }
 
 
@@ -352,6 +520,39 @@ def plot_sweep(rows, base_acc, path):
     plt.close(fig)
 
 
+def part_curve(args, results, model, data, base):
+    """Accuracy against reduction over tensor-family sizes, from scratch, with a plot."""
+    print("[curve] tensor families, Keras CNN on MNIST", flush=True)
+    presets = {k: CNN_PRESETS[k] for k in args.curve_presets.split(",")}
+    points = run_presets(model, data, presets, base, args)
+    results["curve"] = {"float": base, "presets": points}
+    plot_curve(points, base["accuracy"], Path(args.out) / "wacr_curve.png")
+
+
+def plot_curve(points, base_acc, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    pts = sorted((r["reduction"], 100 * r["accuracy"], tag) for tag, r in points.items())
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label="tensor families")
+    for x, y, tag in pts:
+        ax.annotate(tag, (x, y), fontsize=7, textcoords="offset points", xytext=(3, -10))
+    ax.axhline(100 * base_acc, color="gray", ls="--", label="float baseline")
+    ax.axhline(100 * base_acc - 0.9, color="gray", ls=":", label="baseline - 0.9 pts")
+    ax.axvline(PUBLISHED_REDUCTION, color="red", ls=":", label="1211.3x (published)")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameter reduction (x, every stored number)")
+    ax.set_ylabel("test accuracy (%), 8-bit coefficients")
+    ax.set_title("WACR tensor families, Keras MNIST CNN on MNIST (10k)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def part_lenet(args, results):
     data = load("mnist")
     print("[lenet] LeNet-5 on MNIST", flush=True)
@@ -370,6 +571,10 @@ def main(argv=None):
     parser.add_argument(
         "--fashion-train", type=int, default=20000, help="first N official training images"
     )
+    parser.add_argument("--fashion-presets", default="rows-26x")
+    parser.add_argument(
+        "--fashion-retrain-epochs", type=int, default=None, help="default: --fashion-epochs"
+    )
     parser.add_argument("--mode", choices=("project", "reparam"), default="reparam")
     parser.add_argument("--lr", type=float, default=3e-3, help="retraining learning rate")
     parser.add_argument(
@@ -385,6 +590,12 @@ def main(argv=None):
         default=None,
         help="dropout rate while retraining (default: the model's own)",
     )
+    parser.add_argument(
+        "--init",
+        choices=("float", "scratch"),
+        default="float",
+        help="retrain from the projected float model, or from scaled random coefficients",
+    )
     parser.add_argument("--float-path", default=None, help="save the float CNN here")
     parser.add_argument(
         "--wait-float", action="store_true", help="load the float CNN from --float-path instead"
@@ -393,6 +604,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--presets", default=None, help="comma list of CNN presets to run")
+    parser.add_argument(
+        "--curve-presets", default=",".join(CURVE_PRESETS), help="presets of the curve part"
+    )
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--render", nargs="*", help="only print Markdown of saved JSON files")
     args = parser.parse_args(argv)
@@ -413,7 +627,7 @@ def main(argv=None):
         presets = {k: CNN_PRESETS[k] for k in args.presets.split(",")}
     started = time.perf_counter()
     model = data = base = None
-    if "cnn" in parts or "sweep" in parts:
+    if "cnn" in parts or "sweep" in parts or "curve" in parts:
         t = time.perf_counter()
         model, data, base = part_cnn(args, results, presets=presets if "cnn" in parts else {})
         timings["cnn"] = time.perf_counter() - t
@@ -421,6 +635,10 @@ def main(argv=None):
         t = time.perf_counter()
         part_sweep(args, results, model, data, base)
         timings["sweep"] = time.perf_counter() - t
+    if "curve" in parts:
+        t = time.perf_counter()
+        part_curve(args, results, model, data, base)
+        timings["curve"] = time.perf_counter() - t
     if "lenet" in parts:
         t = time.perf_counter()
         part_lenet(args, results)
@@ -429,8 +647,11 @@ def main(argv=None):
         t = time.perf_counter()
         fargs = copy.copy(args)
         fargs.float_epochs = fargs.epochs = args.fashion_epochs
+        if args.fashion_retrain_epochs is not None:
+            fargs.epochs = args.fashion_retrain_epochs
         fargs.train_subset = args.fashion_train
-        part_cnn(fargs, results, "fashion-mnist", {"rows-26x": CNN_PRESETS["rows-26x"]}, "fashion")
+        fpresets = {k: CNN_PRESETS[k] for k in args.fashion_presets.split(",")}
+        part_cnn(fargs, results, "fashion-mnist", fpresets, "fashion")
         timings["fashion"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - started
     results["wall_seconds"] = {k: round(v, 1) for k, v in timings.items()}
@@ -445,7 +666,7 @@ def main(argv=None):
 def render_markdown(results: dict) -> str:
     """Markdown tables of one results dict (as written to wacr-*.json)."""
     lines = []
-    for key in ("cnn", "fashion", "lenet"):
+    for key in ("cnn", "curve", "fashion", "lenet"):
         if key not in results:
             continue
         part = results[key]
@@ -454,18 +675,21 @@ def render_markdown(results: dict) -> str:
             f"### {key}: float baseline {base['params']:,} params, accuracy "
             f"{100 * base['accuracy']:.2f}% ({base['seconds']:.0f} s training)",
             "",
-            "| preset | params (coef + bias) | reduction | weights-only reduction | accuracy "
-            "| loss (pts) | conv adds+mults vs RS | retrain |",
-            "|---|---|---|---|---|---|---|---|",
+            "| preset | params (coef + bias + scales) | reduction | weights-only reduction "
+            "| accuracy | loss (pts) | before quantization | conv adds+mults vs RS | retrain |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for tag, r in part["presets"].items():
             p = r["params"]
             conv = "-" if r["conv_fewer_pct"] is None else f"{r['conv_fewer_pct']:.1f}% fewer"
+            fam = r.get("family_accuracy")
+            fam = "-" if fam is None else f"{100 * fam:.2f}%"
             lines.append(
-                f"| {tag} | {p['total']:,} ({p['coefficients']:,} + {p['biases']}) "
+                f"| {tag} | {p['total']:,} ({p['coefficients']:,} + {p['biases']} "
+                f"+ {p.get('scales', 0)}) "
                 f"| {r['reduction']:.1f}x | {r['reduction_weights_only']:.1f}x "
                 f"| {100 * r['accuracy']:.2f}% | {100 * (base['accuracy'] - r['accuracy']):.2f} "
-                f"| {conv} | {r['epochs']} ep, {r['retrain_seconds']:.0f} s |"
+                f"| {fam} | {conv} | {r['epochs']} ep, {r['retrain_seconds']:.0f} s |"
             )
         lines.append("")
         for tag, r in part["presets"].items():

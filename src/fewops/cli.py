@@ -37,7 +37,9 @@ def _compress(args, extra: list[str]) -> int:
         config = module.config_from_args(method_args)
     report = run_compress(args, config, Path(args.out))
     print(summary(report))
-    print(f"\nwrote {args.out}/report.json, report.md, pareto.png")
+    print(
+        f"\nwrote {args.out}/report.json, report.md, pareto.png and the coded model {args.out}/model/"
+    )
     return 0
 
 

@@ -26,16 +26,23 @@ def csd_bits_for_accuracy(model, dataset, tolerance: float = 0.005, max_bits: in
     return max_bits
 
 
-def baselines(model, dataset, *, act_bits: int, simulate: bool = True) -> list[dict]:
-    """Dense MAC (16-bit) and CSD at the smallest width keeping float accuracy within 0.5 points."""
-    dense_entry, _ = run_method(
+def baselines(
+    model, dataset, *, act_bits: int, simulate: bool = True, models: dict | None = None
+) -> list[dict]:
+    """Dense MAC (16-bit) and CSD at the smallest width keeping float accuracy within 0.5 points.
+
+    ``models``, when given, receives the coded models by method name (for saving).
+    """
+    dense_entry, dense_model = run_method(
         "dense", model, dataset, DenseConfig(bits=16), act_bits=act_bits, simulate=simulate
     )
     bits = csd_bits_for_accuracy(model, dataset)
-    csd_entry, _ = run_method(
+    csd_entry, csd_model = run_method(
         "csd", model, dataset, CSDConfig(bits=bits), act_bits=act_bits, simulate=simulate
     )
     csd_entry["config"]["chosen_by"] = "smallest width within 0.5 points of float accuracy"
+    if models is not None:
+        models.update(dense=dense_model, csd=csd_model)
     return [dense_entry, csd_entry]
 
 
@@ -57,14 +64,18 @@ def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, methods=Non
         progress=progress,
     )
     act_bits = 8
-    entries = baselines(model, dataset, act_bits=act_bits)
+    models: dict = {}
+    entries = baselines(model, dataset, act_bits=act_bits, models=models)
     for name in methods or available_methods():
         if name in ("dense", "csd"):
             continue
         if progress:
             print(f"coding with {name} ...", flush=True)
-        entry, _ = run_method(name, model, dataset, demo_config(name), act_bits=act_bits)
+        entry, models[name] = run_method(name, model, dataset, demo_config(name), act_bits=act_bits)
         entries.append(entry)
+    from fewops.hw.report import add_hardware_figures
+
+    add_hardware_figures(entries, models)
     report = build_report(
         "digits",
         "mlp",
@@ -100,12 +111,20 @@ def run_compress(args, method_config, out_dir: Path) -> dict:
         progress=not args.quiet,
     )
     simulate = not args.no_simulate
-    entries = baselines(model, dataset, act_bits=args.act_bits, simulate=simulate)
+    models: dict = {}
+    entries = baselines(model, dataset, act_bits=args.act_bits, simulate=simulate, models=models)
     if args.method not in ("dense", "csd"):
-        entry, _ = run_method(
+        entry, models[args.method] = run_method(
             args.method, model, dataset, method_config, act_bits=args.act_bits, simulate=simulate
         )
         entries.append(entry)
+    from fewops.hw.report import add_hardware_figures
+    from fewops.models.coded_io import save_compressed
+
+    add_hardware_figures(entries, models)
+    save_compressed(
+        Path(out_dir) / "model", models[args.method], args.method, dataset, args.act_bits, simulate
+    )
     report = build_report(
         args.data,
         args.model,

@@ -51,7 +51,7 @@ def test_unknown_target_is_refused(tmp_path):
     with pytest.raises(
         ValueError,
         match=re.escape(
-            "Unknown yosys target 'asic'; choose one of ('proc', 'generic', 'xilinx')."
+            "Unknown yosys target 'asic'; choose one of ('proc', 'generic', 'xilinx', 'xilinx-fast')."
         ),
     ):
         run_yosys(tmp_path / "a.v", "layer", target="asic")
@@ -73,3 +73,39 @@ def test_hardware_summary_for_reports(graphs, monkeypatch):
     monkeypatch.setattr(hw_tools.shutil, "which", lambda tool: None)
     missing = hardware_summary(g)
     assert missing["yosys"] is False and "apt-get install yosys" in missing["reason"]
+
+
+@pytest.mark.slow
+def test_fast_xilinx_flow_counts_what_the_full_flow_maps(tmp_path):
+    """xilinx-fast stops after abc and maps $lut cells by count: the same cells as synth_xilinx."""
+    import numpy as np
+
+    from fewops.codes import csd
+
+    w = np.random.default_rng(5).normal(size=(4, 5))
+    v_path, _ = write_verilog(csd.encode(w, 7).graph, tmp_path)
+    full = run_yosys(v_path, "layer", target="xilinx")
+    fast = run_yosys(v_path, "layer", target="xilinx-fast")
+    assert fast.cells == full.cells
+    assert fast.luts == full.luts > 0
+
+
+def test_luts_mapped_by_count():
+    from fewops.hw.tools import map_luts_by_count
+
+    cells = {"$lut": 10, "CARRY4": 3}
+    out = map_luts_by_count(cells, [2, 1, 1, 1, 1, 1, 2, 1], inverters=1)
+    assert out == {
+        "CARRY4": 3,
+        "INV": 1,
+        "LUT1": 1,
+        "LUT2": 1,
+        "LUT3": 1,
+        "LUT4": 1,
+        "LUT5": 1,
+        "LUT6": 1 + 2 * 2 + 4 * 1,
+        "MUXF7": 2 + 2,
+        "MUXF8": 1,
+    }
+    with pytest.raises(RuntimeError, match="cannot map them by count"):
+        map_luts_by_count(cells, [1] * 8, inverters=0)

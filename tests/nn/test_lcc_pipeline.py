@@ -110,7 +110,7 @@ def test_pruning_in_the_pipeline_shrinks_and_refuses_a_whole_layer():
     data = _toy_data()
     model = _trained_mlp(data)
     cfg = LCCConfig(
-        workers=1, tolerance=0.05, prune_lambda=5.0, prune_epochs=2, finetune_epochs=1, lr=1e-2
+        workers=1, tolerance=0.05, prune_lambda=0.4, prune_epochs=2, finetune_epochs=3, lr=1e-2
     )
     compress_(model, cfg, data=data)
     prune = model.fewops_stages["prune"]
@@ -158,3 +158,27 @@ def test_conv_layers_code_through_im2col_with_positions():
         out = model(x)
     err = float((out - ref).norm() / ref.norm())
     assert err < 0.05  # both layers at >= 35 dB
+
+
+def test_default_pruning_leaves_out_a_one_channel_stem():
+    from fewops.nn.train import fit
+
+    data = _toy_data()
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(64, 3),
+    )
+    fit(model, data, epochs=3, lr=1e-2, progress=False)
+    cfg = LCCConfig(
+        workers=1, tolerance=0.05, prune_lambda=0.3, prune_epochs=1, finetune_epochs=1, lr=1e-2
+    )
+    compress_(model, cfg, data=data)
+    prune = model.fewops_stages["prune"]["layers"]
+    # its single input channel could only be pruned whole, which would be refused
+    assert set(prune) == {"3", "6"}

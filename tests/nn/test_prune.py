@@ -94,3 +94,23 @@ def test_group_lasso_value_and_bad_lambda():
     assert float(GroupLasso(0.5)(model).detach()) == pytest.approx(3.5)
     with pytest.raises(ValueError, match="finite number >= 0; got -1"):
         GroupLasso(-1)
+
+
+def test_relative_prox_shrinks_every_layer_at_the_same_pace():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 40), nn.ReLU(), nn.Linear(40, 3))
+    with torch.no_grad():
+        model[0].weight.mul_(100.0)  # group norms two orders of magnitude apart
+    before = [group_norms(model[i]).detach().clone() for i in (0, 2)]
+    prox = GroupProx(lam=0.1, lr=1e-3, relative=True, steps_per_epoch=10)
+    prox(model)
+    for i, old in zip((0, 2), before, strict=True):
+        t = 0.1 * float(old.square().mean().sqrt()) / 10  # lam * rms_0 / steps_per_epoch
+        new = group_norms(model[i]).detach()
+        assert torch.allclose(new, (old - t).clamp_min(0), rtol=1e-5, atol=1e-6)
+    # the scale is the one of the first step, not recomputed as the norms shrink
+    scale = dict(prox.scale)
+    prox(model)
+    assert prox.scale == scale
+    with pytest.raises(ValueError, match="steps_per_epoch must be at least 1; got 0"):
+        GroupProx(lam=1.0, lr=1e-3, relative=True, steps_per_epoch=0)

@@ -452,6 +452,7 @@ def encode(
         "degree": layout.degree,
         "coef_bits": coef_bits,
         "exponents": [int(e) for e in exps],
+        "scale_params": int(exps.size),  # one power-of-two step per degree: stored numbers
         "sqnr_db_poly": _finite(sqnr_db(w2d, w_float)),
         "sqnr_db": _finite(sqnr_db(w2d, w_quant)),
         "dense_weights": int(w.size),

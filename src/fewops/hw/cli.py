@@ -1,14 +1,18 @@
-"""``fewops export --verilog DIR``: Verilog (and optionally a testbench and tool runs) for a layer.
+"""``fewops export --verilog DIR``: Verilog (and optionally a testbench and tool runs).
 
-The layer comes from a saved graph (``--graph G.npz``, arrays op/a/b/sa/sb/const as written by
-:func:`save_graph`) or from a matrix coded on the spot (``--matrix W.npy --code csd|dense|lcc``
-with ``--bits`` or ``--target-db``, the same inputs as ``fewops lcc``).
+The source is a saved graph (``--graph G.npz``, arrays op/a/b/sa/sb/const as written by
+:func:`save_graph` or ``fewops lcc --save-graph``), a matrix coded on the spot (``--matrix W.npy
+--code csd|dense|lcc`` with ``--bits`` or ``--target-db``, the same inputs as ``fewops lcc``), or a
+model saved by ``fewops compress --out DIR`` (``--model DIR``: every layer, plus the whole MLP as
+one top module; see :mod:`fewops.hw.export_model`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -33,31 +37,46 @@ def load_graph(path) -> Graph:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"No graph file at {path}.")
-    with np.load(path, allow_pickle=False) as data:
-        missing = [k for k in GRAPH_KEYS if k not in data.files]
-        if missing:
+    # Open the file here so that it is closed even when numpy fails on a damaged archive.
+    with open(path, "rb") as handle:
+        try:
+            data = np.load(handle, allow_pickle=False)
+            arrays = {k: data[k] for k in GRAPH_KEYS if k in data.files}
+        except (OSError, EOFError, ValueError, AttributeError, zipfile.BadZipFile) as exc:
+            # AttributeError: a single .npy array has no .files.
             raise ValueError(
-                f"Graph file {path} lacks the arrays {missing}; it needs {GRAPH_KEYS}."
-            )
-        return Graph.from_arrays(*(data[k] for k in GRAPH_KEYS))
+                f"Graph file {path} is corrupt or not an .npz of graph arrays ({exc})."
+            ) from exc
+    missing = [k for k in GRAPH_KEYS if k not in arrays]
+    if missing:
+        raise ValueError(f"Graph file {path} lacks the arrays {missing}; it needs {GRAPH_KEYS}.")
+    try:
+        return Graph.from_arrays(*(arrays[k] for k in GRAPH_KEYS))
+    except (ValueError, TypeError, IndexError) as exc:
+        raise ValueError(f"Graph file {path} holds an invalid graph: {exc}") from exc
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``export`` subcommand on an argparse subparsers object."""
     p = subparsers.add_parser(
         "export",
-        help="write Verilog for a coded layer (from a saved graph or a matrix)",
+        help="write Verilog for a coded layer or a saved compressed model",
         description=__doc__.split("\n\n")[0],
     )
     p.add_argument("--verilog", type=Path, required=True, help="output folder (new or empty)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--graph", type=Path, help="a saved shift-add graph (.npz)")
     src.add_argument("--matrix", type=Path, help="a matrix W (out x in) as .npy, coded here")
+    src.add_argument(
+        "--model", type=Path, help="a model saved by `fewops compress --out DIR` (DIR or DIR/model)"
+    )
     p.add_argument("--code", choices=CODES, default="csd", help="code for --matrix (default csd)")
     p.add_argument("--bits", type=int, default=None, help="weight width for csd/dense")
     p.add_argument("--target-db", type=float, default=None, help="target SQNR (csd, lcc)")
     p.add_argument("--algorithm", default="dmp", help="LCC algorithm (default dmp)")
-    p.add_argument("--name", default="layer", help="module name (default layer)")
+    p.add_argument(
+        "--name", default=None, help="module name (default layer; mlp for a --model's network)"
+    )
     p.add_argument("--input-width", type=int, default=8, help="signed input bits (default 8)")
     p.add_argument("--pipeline-every", type=int, default=None, help="registers every N adders")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
@@ -67,10 +86,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--simulate", action="store_true", help="run the bench in iverilog")
     p.add_argument(
         "--yosys",
-        choices=("proc", "generic", "xilinx"),
+        choices=("proc", "generic", "xilinx", "xilinx-fast"),
         default=None,
         help="report yosys cell counts after this flow",
     )
+    p.add_argument(
+        "--style",
+        choices=("assign", "always"),
+        default="assign",
+        help="one wire per node (default) or one always block (faster in iverilog)",
+    )
+    p.add_argument("--data", default=None, help="--model: bench the network on these test images")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run)
     return p
@@ -106,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except ToolNotFoundError as exc:
-        print(f"fewops: error: {exc}")
+        print(f"fewops: error: {exc}", file=sys.stderr)
         return 2
 
 
@@ -119,14 +145,23 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.simulate and not args.testbench:
         args.testbench = 1000
+    if args.testbench < 0:
+        raise ValueError(f"--testbench needs a vector count of at least 1; got {args.testbench}.")
+    if args.model is not None:
+        from fewops.hw.export_model import export_model
+
+        return export_model(args)
+    if args.data is not None:
+        raise ValueError("--data only applies to --model (a network bench on test images).")
     graph = _graph_from_args(args)
     v_path, json_path = write_verilog(
         graph,
         args.verilog,
-        name=args.name,
+        name=args.name or "layer",
         input_width=args.input_width,
         pipeline_every=args.pipeline_every,
         overwrite=args.overwrite,
+        style=args.style,
     )
     info = ModuleInfo.from_json(json_path)
     cost = count_graph(graph)
@@ -149,6 +184,6 @@ def _run(args: argparse.Namespace) -> int:
     if args.yosys is not None:
         stats = run_yosys(v_path, info.module, target=args.yosys)
         print(f"yosys {args.yosys}: " + json.dumps(stats.cells, sort_keys=True))
-        if args.yosys == "xilinx":
+        if args.yosys.startswith("xilinx"):
             print(f"LUTs {stats.luts}, CARRY4 {stats.carries}")
     return 0

@@ -17,7 +17,7 @@ from pathlib import Path
 APT_PACKAGES = {"iverilog": "iverilog", "vvp": "iverilog", "yosys": "yosys"}
 APT_PACKAGES["verilator"] = "verilator"
 MIN_VERILATOR = (5, 0)
-YOSYS_TARGETS = ("proc", "generic", "xilinx")
+YOSYS_TARGETS = ("proc", "generic", "xilinx", "xilinx-fast")
 _RESULT = re.compile(r"RESULT (\d+) passed, (\d+) failed")
 
 
@@ -173,7 +173,11 @@ def run_yosys(sources, top: str, target: str = "generic", timeout: float = 3600)
 
     ``target``: ``"proc"`` elaborates only (``hierarchy; proc``: no optimisation, so every
     ``+``/``-`` stays one $add/$sub cell), ``"generic"`` runs ``synth -flatten`` (gate cells),
-    ``"xilinx"`` runs ``synth_xilinx -flatten`` (LUTs, CARRY4 chains and flip-flops of 7-series).
+    ``"xilinx"`` runs ``synth_xilinx -flatten`` (LUTs, CARRY4 chains and flip-flops of 7-series)
+    and ``"xilinx-fast"`` the same script up to and including its LUT mapping by ``abc``, with the
+    final 1:1 techmap of ``$lut`` cells to LUT primitives done by counting (see
+    :data:`XILINX_FAST` and docs/hardware.md: on the 64x64 CSD layer that techmap was the slowest
+    pass, and the counts agree with the full flow to within 5 LUTs in 88,900).
     """
     if target not in YOSYS_TARGETS:
         raise ValueError(f"Unknown yosys target {target!r}; choose one of {YOSYS_TARGETS}.")
@@ -185,18 +189,72 @@ def run_yosys(sources, top: str, target: str = "generic", timeout: float = 3600)
         "proc": f"hierarchy -check -top {top}; proc",
         "generic": f"synth -flatten -top {top}",
         "xilinx": f"synth_xilinx -flatten -top {top}",
+        "xilinx-fast": XILINX_FAST.format(top=top),
     }[target]
     reads = "; ".join(f"read_verilog -sv {f}" for f in files)
     with tempfile.TemporaryDirectory(prefix="fewops_yosys_") as tmp:
         stat_file = Path(tmp) / "stat.json"
         script = f"{reads}; {flow}; tee -q -o {stat_file} stat -json"
+        if target == "xilinx-fast":
+            script += "".join(
+                f"; tee -q -a {tmp}/widths.txt select -count t:$lut r:WIDTH={w} %i"
+                for w in range(1, 9)
+            )
+            script += f"; tee -q -o {tmp}/lut1.txt dump t:$lut r:WIDTH=1 %i"
         log = _run([yosys, "-q", "-p", script], Path(files[0]).parent, timeout, "yosys")
         data = json.loads(stat_file.read_text())
-    if "design" in data:
-        cells = data["design"].get("num_cells_by_type", {})
-    else:
-        cells = {}
-        for module in data.get("modules", {}).values():
-            for k, v in module.get("num_cells_by_type", {}).items():
-                cells[k] = cells.get(k, 0) + v
-    return YosysStats(target=target, cells={k: int(v) for k, v in cells.items()}, log=log)
+        if "design" in data:
+            cells = data["design"].get("num_cells_by_type", {})
+        else:
+            cells = {}
+            for module in data.get("modules", {}).values():
+                for k, v in module.get("num_cells_by_type", {}).items():
+                    cells[k] = cells.get(k, 0) + v
+        cells = {k: int(v) for k, v in cells.items()}
+        if target == "xilinx-fast":
+            widths = [
+                int(n) for n in re.findall(r"(\d+) objects", (Path(tmp) / "widths.txt").read_text())
+            ]
+            inverters = len(
+                re.findall(r"parameter \\LUT 2'01\b", (Path(tmp) / "lut1.txt").read_text())
+            )
+            cells = map_luts_by_count(cells, widths, inverters)
+    return YosysStats(target=target, cells=cells, log=log)
+
+
+# synth_xilinx up to its LUT mapping (begin .. map_ffs), then map_luts' own first three commands.
+# What the full script does next is 1:1 bookkeeping on this netlist: techmap turns every $lut
+# into a primitive (lut_map.v), xilinx_dffopt and opt_lut_ins only touch flip-flops and LUT
+# inputs; map_luts_by_count does that mapping by arithmetic instead of by techmap.
+XILINX_FAST = (
+    "synth_xilinx -flatten -top {top} -run begin:map_luts; "
+    "opt_expr -mux_undef -noclkinv; abc -luts 2:2,3,6:5,10,20; clean"
+)
+
+
+def map_luts_by_count(cells: dict[str, int], widths: list[int], inverters: int) -> dict[str, int]:
+    """Replace ``$lut`` cells by the primitives yosys' xilinx lut_map.v makes of them.
+
+    ``widths[w-1]`` is the number of ``$lut`` cells with w inputs (w = 1..8), ``inverters`` how
+    many 1-input ones invert (they become INV, not LUT1). A 7-input LUT is two LUT6 and a MUXF7,
+    an 8-input one four LUT6, two MUXF7 and a MUXF8.
+    """
+    if len(widths) != 8 or sum(widths) != cells.get("$lut", 0):
+        raise RuntimeError(
+            f"yosys reported {cells.get('$lut', 0)} $lut cells but {sum(widths)} by width "
+            f"({widths}); cannot map them by count."
+        )
+    out = {k: v for k, v in cells.items() if k != "$lut"}
+
+    def add(kind: str, n: int) -> None:
+        if n:
+            out[kind] = out.get(kind, 0) + n
+
+    add("INV", inverters)
+    add("LUT1", widths[0] - inverters)
+    for w in range(2, 7):
+        add(f"LUT{w}", widths[w - 1])
+    add("LUT6", 2 * widths[6] + 4 * widths[7])
+    add("MUXF7", widths[6] + 2 * widths[7])
+    add("MUXF8", widths[7])
+    return out

@@ -64,7 +64,9 @@ class LCCConfig:
     LCC: ``algorithm`` ("dmp", "rs", "fs" = fs-LCC, "mixed", "grow", "best"), ``S`` terms per
     wiring row, ``mem`` beam width (rs), ``slice_width`` (None: about log2(rows)).
     Pruning: ``prune_lambda`` (0 = off), ``prune_layers`` (names; None = every coded layer),
-    ``prune_epochs``, ``finetune_epochs``, ``lr``.
+    ``prune_epochs``, ``finetune_epochs``, ``lr``; ``prune_relative`` scales each layer's
+    threshold by its RMS group norm (lambda is then a unitless rate, see
+    :class:`fewops.nn.prune.GroupProx`); ``train_threads`` torch threads while training.
     Sharing: ``share``; clusters are kept at the layer's SQNR + ``share_margin_db``.
     ``workers`` processes code layers in parallel (None: CPU count). ``search_samples``
     training samples form the search set unless ``validation=(x, y)`` is passed.
@@ -86,6 +88,8 @@ class LCCConfig:
     prune_epochs: int = 3
     finetune_epochs: int = 1
     lr: float = 1e-3
+    prune_relative: bool = True
+    train_threads: int | None = None
     share: bool = True
     share_margin_db: float = 6.0
     csd_bits: int = 8
@@ -304,6 +308,23 @@ def code_layers(
 # -- the pipeline ---------------------------------------------------------------------------
 
 
+def _prune_names(model: nn.Module, names: list[str], cfg: LCCConfig) -> list[str]:
+    """Layers to regularise: ``cfg.prune_layers``, else every coded layer with >= 2 groups.
+
+    A layer with one input group (a stem convolution on a grey image) could only lose all of
+    it, which removal refuses; leaving it out keeps a default run from failing on it.
+    """
+    if cfg.prune_layers is not None:
+        return list(cfg.prune_layers)
+    keep = []
+    for n in names:
+        module = model.get_submodule(n)
+        groups = module.in_features if isinstance(module, nn.Linear) else module.in_channels
+        if groups > 1:
+            keep.append(n)
+    return keep
+
+
 def _search_set(data, validation, cfg: LCCConfig):
     if validation is not None:
         x, y = validation
@@ -382,9 +403,11 @@ def run_lcc_pipeline(
             epochs=cfg.prune_epochs,
             lr=cfg.lr,
             finetune_epochs=cfg.finetune_epochs,
-            names=names if cfg.prune_layers is None else list(cfg.prune_layers),
+            names=_prune_names(model, names, cfg),
             seed=cfg.seed,
             progress=cfg.progress,
+            relative=cfg.prune_relative,
+            fit_options={"num_threads": cfg.train_threads},
         )
         mats1 = {n: layer_matrix(model.get_submodule(n)).numpy() for n in names}
         report["prune"] = {
@@ -557,6 +580,11 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prune-layers", nargs="*", default=None, help="layers to prune (default all)"
     )
+    parser.add_argument(
+        "--prune-absolute",
+        action="store_true",
+        help="one group-lasso threshold lr*lambda for all layers (default: relative per layer)",
+    )
     parser.add_argument("--prune-epochs", type=int, default=3)
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--prune-lr", type=float, default=1e-3)
@@ -583,6 +611,7 @@ def config_from_args(args: argparse.Namespace) -> LCCConfig:
         prune_layers=None if args.prune_layers is None else tuple(args.prune_layers),
         prune_epochs=args.prune_epochs,
         finetune_epochs=args.finetune_epochs,
+        prune_relative=not args.prune_absolute,
         lr=args.prune_lr,
         share=not args.no_share,
         share_margin_db=args.share_margin_db,

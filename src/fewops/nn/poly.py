@@ -12,6 +12,10 @@ Two ways to pull a trained float model onto the polynomial family (the code itse
 Either way the final weights are coded by :func:`fewops.codes.poly.encode` (exact least squares,
 then coefficient quantization with the fit in fixed point) and the layers become
 ``CodedLinear`` / ``CodedConv2d``.
+
+Layers whose config sets ``in_factors`` (tensor-product families) or ``bias_degree``
+(polynomial biases) train through :mod:`fewops.nn.poly_tensor` and code through
+:mod:`fewops.codes.poly_tensor` instead.
 """
 
 from __future__ import annotations
@@ -25,10 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from fewops.codes import poly
+from fewops.codes import poly_tensor as pt
+from fewops.nn import poly_tensor as npt
 from fewops.nn.api import LayerSelection, register, set_submodule, target_layers
 from fewops.nn.coded import coded_like
 
 MODES = ("project", "reparam")
+INITS = ("float", "scratch")
 
 
 @dataclass(frozen=True)
@@ -37,7 +44,15 @@ class PolyConfig:
     positions along ``axis`` (see :data:`fewops.codes.poly.AXES`; None = the whole axis), with
     ``coef_bits``-bit coefficients. With data and ``epochs`` > 0 the model is retrained first
     (``mode`` "project" or "reparam", Adam at ``lr``). Per-layer axis/interval/degree/coef_bits
-    go in ``layers.overrides``."""
+    go in ``layers.overrides``.
+
+    Tensor-product families (:mod:`fewops.codes.poly_tensor`): ``in_factors`` (one
+    (interval, degree) or None per dimension of ``in_shape``, the fan-in's shape, default a
+    conv's (C, KH, KW) or a dense layer's (I,)) and ``out_factor`` replace axis/interval/degree.
+    ``bias_degree`` (1 or 2) makes the bias a polynomial of the unit index (a 1-D family then
+    trains and codes as its tensor-product equivalent). ``init="scratch"`` (reparam only)
+    retrains from random coefficients scaled on a training batch instead of from the
+    projection of the float weights."""
 
     axis: str = "fan_in"
     interval: int | None = None
@@ -50,8 +65,19 @@ class PolyConfig:
     seed: int = 0
     progress: bool = False
     layers: LayerSelection = field(default_factory=LayerSelection)
+    in_factors: tuple | None = None
+    out_factor: tuple | None = None
+    in_shape: tuple | None = None
+    bias_degree: int | None = None
+    init: str = "float"
 
     def __post_init__(self) -> None:
+        if self.bias_degree is not None:
+            poly.check_degree(self.bias_degree)
+        if self.init not in INITS:
+            raise ValueError(f"Unknown init {self.init!r}; use 'float' or 'scratch'.")
+        if self.init == "scratch" and self.mode != "reparam":
+            raise ValueError("init='scratch' needs mode='reparam' (it draws the coefficients).")
         poly.check_axis(self.axis)
         poly.check_degree(self.degree)
         poly.check_coef_bits(self.coef_bits)
@@ -72,9 +98,32 @@ class PolyConfig:
             raise ValueError(f"lr must be a positive number; got {self.lr!r}.")
 
 
-def layer_layout(module: nn.Module, cfg: PolyConfig) -> poly.PolyLayout:
-    """The interval layout of a Linear/Conv2d weight for the layer's effective config."""
-    return poly.make_layout(tuple(module.weight.shape), cfg.axis, cfg.interval, cfg.degree)
+def layer_layout(module: nn.Module, cfg: PolyConfig):
+    """The layout of a Linear/Conv2d weight for the layer's effective config: a
+    :class:`poly.PolyLayout`, or a :class:`pt.TensorLayout` for tensor families and for 1-D
+    families with a polynomial bias."""
+    shape = tuple(module.weight.shape)
+    if cfg.in_factors is not None:
+        return pt.make_tensor_layout(shape, cfg.in_factors, cfg.out_factor, cfg.in_shape)
+    layout = poly.make_layout(shape, cfg.axis, cfg.interval, cfg.degree)
+    if cfg.bias_degree is None:
+        return layout
+    return pt.make_tensor_layout(
+        shape, *tensor_equivalent(shape, cfg.axis, cfg.interval, cfg.degree)
+    )
+
+
+def tensor_equivalent(shape, axis: str, interval, degree: int) -> tuple:
+    """(in_factors, out_factor, in_shape) of the tensor family equal to a 1-D family."""
+    spec = (interval, degree)
+    if axis == "filters":
+        in_shape = (int(np.prod(shape[1:])),)
+        return (None,), spec, in_shape
+    if axis == "fan_in":
+        return (spec,), None, (int(np.prod(shape[1:])),)
+    factors = [None, None, None]
+    factors[{"channels": 0, "kernel_col": 1, "kernel_row": 2}[axis]] = spec
+    return tuple(factors), None, tuple(shape[1:])
 
 
 class _Basis(nn.Module):
@@ -171,10 +220,28 @@ def project_weights_(model: nn.Module, config: PolyConfig) -> list[tuple[str, nn
     """Project every targeted layer's weight onto its family now; returns the projectors."""
     projectors = []
     for name, module, cfg in target_layers(model, config):
-        basis = _Basis(layer_layout(module, cfg)).to(module.weight.device)
+        layout = layer_layout(module, cfg)
+        if isinstance(layout, pt.TensorLayout):
+            basis = _TensorProjector(module, layout, cfg.bias_degree)
+        else:
+            basis = _Basis(layout).to(module.weight.device)
         basis.project_(module.weight)
         projectors.append((name, module, basis))
     return projectors
+
+
+class _TensorProjector:
+    """Projection of one layer onto a tensor family (weight, and bias when it is polynomial),
+    with the same ``project_(weight)`` call as _Basis."""
+
+    def __init__(self, module: nn.Module, layout, bias_degree) -> None:
+        self.module, self.layout, self.bias_degree = module, layout, bias_degree
+        self.bases = npt.orthonormal_bases(layout)
+
+    def project_(self, weight: torch.Tensor) -> None:
+        if weight is not self.module.weight:
+            raise ValueError("A tensor projector projects only the weight of its own layer.")
+        npt.project_(self.module, self.layout, self.bias_degree, self.bases)
 
 
 def retrain_(model: nn.Module, config: PolyConfig, data, **fit_kwargs) -> dict:
@@ -203,20 +270,47 @@ def retrain_(model: nn.Module, config: PolyConfig, data, **fit_kwargs) -> dict:
     swapped = []
     for name, module, cfg in target_layers(model, config):
         layout = layer_layout(module, cfg)
-        cls = PolyConv2d if isinstance(module, nn.Conv2d) else PolyLinear
-        layer = cls(module, layout).to(module.weight.device)
+        if config.init == "scratch" and not isinstance(layout, pt.TensorLayout):
+            # Same family, tensor form: scratch_init_ draws and scales the coefficients C.
+            shape = tuple(module.weight.shape)
+            layout = pt.make_tensor_layout(
+                shape, *tensor_equivalent(shape, cfg.axis, cfg.interval, cfg.degree)
+            )
+        if isinstance(layout, pt.TensorLayout):
+            layer = npt.TensorPolyLayer(module, layout, cfg.bias_degree)
+        else:
+            cls = PolyConv2d if isinstance(module, nn.Conv2d) else PolyLinear
+            layer = cls(module, layout)
+        layer = layer.to(module.weight.device)
         set_submodule(model, name, layer)
         swapped.append((name, module, layer))
     try:
+        if config.init == "scratch":
+            _scratch_init(model, [layer for _, _, layer in swapped], data, config.seed)
         history = fit(model, data, **settings)
     finally:
         with torch.no_grad():
             for name, module, layer in swapped:
-                module.weight.copy_(layer.weight)
-                if module.bias is not None:
-                    module.bias.copy_(layer.bias)
+                if isinstance(layer, npt.TensorPolyLayer):
+                    layer.write_back(module)
+                else:
+                    module.weight.copy_(layer.weight)
+                    if module.bias is not None:
+                        module.bias.copy_(layer.bias)
                 set_submodule(model, name, module)
     return history
+
+
+def _scratch_init(model: nn.Module, layers, data, seed: int) -> None:
+    """Random coefficients for every swapped layer, scaled on 256 training images."""
+    device = layers[0].coefs.device if layers else "cpu"
+    x = torch.as_tensor(np.asarray(data.x_train[:256]), dtype=torch.float32, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        npt.scratch_init_(model, layers, x, seed)
+    finally:
+        model.train(was_training)
 
 
 @register(PolyConfig)
@@ -226,13 +320,19 @@ def _poly(model, config: PolyConfig, targets, data=None, **fit_kwargs):
     if data is not None and config.epochs > 0:
         retrain_(model, config, data, **fit_kwargs)
     for name, module, cfg in targets:
-        coded = poly.encode(
-            module.weight.detach().double().cpu().numpy(),
-            cfg.axis,
-            cfg.interval,
-            cfg.degree,
-            cfg.coef_bits,
-        )
+        w = module.weight.detach().double().cpu().numpy()
+        layout = layer_layout(module, cfg)
+        if isinstance(layout, pt.TensorLayout):
+            coded = pt.encode(w, layout, cfg.coef_bits)
+        else:
+            coded = poly.encode(w, cfg.axis, cfg.interval, cfg.degree, cfg.coef_bits)
+        if cfg.bias_degree is not None and module.bias is not None:
+            # The stored bias is its bias_degree + 1 polynomial coefficients.
+            bias = module.bias.detach().double().cpu().numpy()
+            with torch.no_grad():
+                module.bias.copy_(torch.as_tensor(npt.project_bias(bias, cfg.bias_degree)))
+            coded.extra["bias_params"] = cfg.bias_degree + 1
+            coded.extra["bias_degree"] = cfg.bias_degree
         set_submodule(model, name, coded_like(module, coded))
 
 

@@ -141,7 +141,9 @@ def _layer(layer: IntLayer, h: np.ndarray, act_bits: int, integer: bool) -> np.n
     if integer:
         acc = evaluate(coded.graph, cols)
         bias = layer.bias_int
-        peak = int(np.abs(acc).max(initial=0)) * abs(coded.scale_m) + int(np.abs(bias).max(initial=0))
+        peak = int(np.abs(acc).max(initial=0)) * abs(coded.scale_m) + int(
+            np.abs(bias).max(initial=0)
+        )
         if peak >= 2**62 and acc.dtype != object:
             acc = acc.astype(object)  # t would overflow int64: continue in Python ints
         t = acc * coded.scale_m + bias[None, :]

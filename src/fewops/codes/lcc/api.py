@@ -141,6 +141,19 @@ class LCCResult:
         }
 
 
+def _worker_init() -> None:
+    """One thread per worker process: the workers already use every core, and oversubscribed
+    BLAS / torch threads cost more CPU than they save (results do not depend on threads)."""
+    from fewops.codes.lcc import core
+
+    core.FAST_THREADS = 1
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return
+    threadpool_limits(1)
+
+
 def _run_slice(args) -> tuple[SliceCode, float]:
     target, budget, algorithm, opts = args
     t0 = time.perf_counter()
@@ -250,7 +263,9 @@ def _map(jobs, workers: int, progress: bool):
                     bar.update(1)
             return out
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=_worker_init
+        ) as pool:
             out = []
             for res in pool.map(_run_slice, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
                 out.append(res)

@@ -29,6 +29,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     p.add_argument("--json", type=Path, default=None, help="write the summary as JSON here")
     p.add_argument("--save-matrix", type=Path, default=None, help="write W_hat (.npy) here")
+    p.add_argument(
+        "--save-graph",
+        type=Path,
+        default=None,
+        help="write the shift-add graph (.npz) here, for `fewops export --graph`",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
     return p
@@ -85,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps(summary, indent=2, default=float))
     if args.save_matrix is not None:
         np.save(args.save_matrix, res.matrix())
+    if args.save_graph is not None:
+        from fewops.hw.cli import save_graph
+
+        print(f"graph written to {save_graph(res.graph, args.save_graph)}")
     return 0
 
 

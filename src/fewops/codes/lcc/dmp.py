@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from fewops.codes.lcc.core import SliceCode, best_terms, top_terms
+from fewops.codes.lcc.core import TERM_FLOOR, SliceCode, best_terms, top_terms
 
 
-def _pick_dmp(target, dic, s_terms):
+def _pick_dmp(target, dic, s_terms, floor=0.0):
     """Greedy S-term approximation of every row: (src, coef) arrays (rows, S), residuals."""
     n = target.shape[0]
     resid = target.copy()
@@ -24,7 +24,7 @@ def _pick_dmp(target, dic, s_terms):
         if active.size == 0:
             break
         j, c, g = best_terms(resid[active], dic, dnorm)
-        ok = g > 0
+        ok = g > floor
         rows = active[ok]
         src[rows, s] = j[ok]
         coef[rows, s] = c[ok]
@@ -33,7 +33,7 @@ def _pick_dmp(target, dic, s_terms):
     return src, coef, resid
 
 
-def _pick_rs(target, dic, s_terms, mem):
+def _pick_rs(target, dic, s_terms, mem, floor=0.0):
     """Beam search over the S picks: keep the ``mem`` best partial sums per row."""
     n, k = target.shape
     dnorm = np.einsum("ij,ij->i", dic, dic)
@@ -48,7 +48,7 @@ def _pick_rs(target, dic, s_terms, mem):
         j, c, g = top_terms(resid.reshape(n * h, k), dic, width, dnorm)
         width = j.shape[1]
         j, c, g = (x.reshape(n, h * width) for x in (j, c, g))
-        g = np.where(g > 0, g, 0.0)  # a useless pick keeps the hypothesis as it is
+        g = np.where(g > floor, g, 0.0)  # a useless pick keeps the hypothesis as it is
         cand_err = np.repeat(err, width, axis=1) - g
         keep = min(mem, h * width)
         order = np.argsort(cand_err, axis=1, kind="stable")[:, :keep]
@@ -104,14 +104,15 @@ def layered(
         out_src, out_coef = start.out_src.copy(), start.out_coef.copy()
         diff = target - start.matrix()
         err = float(np.einsum("ij,ij->", diff, diff))
+    floor = TERM_FLOOR * budget  # terms too small to matter are never picked
     layer = 0
     while err > budget and layer < max_layers:
         layer += 1
         dic = all_vals[dict_ids]
         if mem > 1:
-            src, coef, resid = _pick_rs(target, dic, s_terms, mem)
+            src, coef, resid = _pick_rs(target, dic, s_terms, mem, floor)
         else:
-            src, coef, resid = _pick_dmp(target, dic, s_terms)
+            src, coef, resid = _pick_dmp(target, dic, s_terms, floor)
         new_err = float(np.einsum("ij,ij->", resid, resid))
         if new_err >= err * (1 - 1e-12):
             break  # no progress: the target is out of reach for this algorithm

@@ -19,7 +19,8 @@ import math
 
 import numpy as np
 
-from fewops.codes.lcc.core import SliceCode, best_terms, pow2_round, top_terms
+from fewops.codes.lcc.core import TERM_FLOOR, SliceCode, best_terms, pow2_round, top_terms
+from fewops.codes.lcc.share import Known
 
 
 class _Book:
@@ -87,6 +88,7 @@ def grow(
     lookahead: int = 0,
     jitter: float = 0.0,
     shared_gain: bool = False,
+    share: bool = False,
     seed: int = 0,
     on_step=None,
 ) -> SliceCode:
@@ -109,6 +111,10 @@ def grow(
     would re-point to them (the FS criterion "most lowers the total error"), not only their own
     row's; costs rows x candidates work per round.
     ``max_depth``: limit on the codeword depth (adder depth) of the moves.
+    ``share``: moves that build the same codeword (up to sign and shift) share one add, and a
+    move onto a codeword that already exists is free: a round ranks the new codewords by the
+    summed gain of all rows that take them, and counts adds per distinct new codeword
+    (:class:`fewops.codes.lcc.share.Known`).
     """
     if realias is None:
         realias = keep_depth is None
@@ -117,13 +123,14 @@ def grow(
     n, k = target.shape
     rng = np.random.default_rng(seed)
     book = _Book(k, capacity=4 * n + 16)
+    known = Known(book.vals[:k]) if share else None
     tnorm = np.einsum("ij,ij->i", target, target)
     # Start: every row points at its best single shifted input (no adds).
     ref = np.full(n, -1, dtype=np.int64)
     coef = np.zeros(n)
     if start_terms:
         j, c, g = best_terms(target, book.vals[:k], book.norm[:k])
-        ok = g > 0
+        ok = g > TERM_FLOOR * budget
         ref[ok], coef[ok] = j[ok], c[ok]
     approx = np.where(ref[:, None] >= 0, coef[:, None] * book.vals[np.maximum(ref, 0)], 0.0)
     resid = target - approx
@@ -170,7 +177,7 @@ def grow(
         stale[:] = False
         seen = book.size
         mj, mc, mg = cache_j, cache_c, np.where(movable, cache_g, 0.0)
-        cand = np.flatnonzero(mg > 0)
+        cand = np.flatnonzero(mg > TERM_FLOOR * budget)  # no terms too small to matter
         if cand.size == 0:
             break
         rank = mg[cand]
@@ -178,26 +185,40 @@ def grow(
             rank = _shared_gain(target, tnorm, err, coef, ref, mj, mc, cand, book)
         if jitter > 0:  # randomised order of near-equal moves (restarts with different seeds)
             rank = rank * (1.0 + jitter * rng.random(cand.size))
-        order = cand[np.argsort(-rank, kind="stable")]
         if per_round is not None:
             count = int(per_round)
         else:
             count = math.ceil(batch * movable.sum())
-        order = order[: max(1, count)]
         need = total - budget
-        reach = np.cumsum(mg[order])
-        if reach[-1] >= need:  # the last round: only as many moves as the target needs
-            order = order[: int(np.searchsorted(reach, need)) + 1]
-        rows = order
-        src_j = mj[rows]
-        values = coef[rows, None] * book.vals[ref[rows]] + mc[rows, None] * book.vals[src_j]
-        depth = np.maximum(book.depth[ref[rows]], book.depth[src_j]) + 1
+        if share:
+            rows, cw_of, fresh_new, lead = known.plan(
+                cand, rank, mg, coef, ref, mj, mc, book, max(1, count), need
+            )
+        else:
+            order = cand[np.argsort(-rank, kind="stable")]
+            order = order[: max(1, count)]
+            reach = np.cumsum(mg[order])
+            if reach[-1] >= need:  # the last round: only as many moves as the target needs
+                order = order[: int(np.searchsorted(reach, need)) + 1]
+            rows = order
+            fresh_new = rows
+        src_j = mj[fresh_new]
+        values = (
+            coef[fresh_new, None] * book.vals[ref[fresh_new]]
+            + mc[fresh_new, None] * book.vals[src_j]
+        )
+        depth = np.maximum(book.depth[ref[fresh_new]], book.depth[src_j]) + 1
         new_ids = book.append(values, depth)
         terms_cw.append(np.repeat(new_ids - k, 2))
-        terms_src.append(np.stack([ref[rows], src_j], axis=1).ravel())
-        terms_coef.append(np.stack([coef[rows], mc[rows]], axis=1).ravel())
-        ref[rows], coef[rows] = new_ids, 1.0
-        resid[rows] = target[rows] - book.vals[new_ids]
+        terms_src.append(np.stack([ref[fresh_new], src_j], axis=1).ravel())
+        terms_coef.append(np.stack([coef[fresh_new], mc[fresh_new]], axis=1).ravel())
+        if share:
+            ids, scale = known.settle(new_ids, cw_of, lead, values)
+            ref[rows], coef[rows] = ids, scale
+            resid[rows] = target[rows] - coef[rows, None] * book.vals[ref[rows]]
+        else:
+            ref[rows], coef[rows] = new_ids, 1.0
+            resid[rows] = target[rows] - book.vals[new_ids]
         err[rows] = np.einsum("ij,ij->i", resid[rows], resid[rows])
         stale[rows] = True
         if realias:

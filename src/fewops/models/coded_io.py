@@ -1,0 +1,425 @@
+"""A compressed (coded) model on disk, without pickle: JSON for structure, safetensors for arrays.
+
+``fewops compress --out DIR`` writes ``DIR/model/``:
+
+- ``model.json``: format tag and version, the coding method, the input shape, the module tree
+  (``sequence``; ``null`` when the model is not a plain ``nn.Sequential`` of supported modules, with
+  ``sequence_note`` saying why), one record per coded layer (scale, bit and parameter counts,
+  geometry of convolutions, JSON-able parts of its config) and, when the model was simulated, the
+  integer network's calibration (``act_bits`` and each layer's fraction bits).
+- ``tensors.safetensors``: per coded layer ``NAME/op``, ``NAME/a``, ``NAME/b``, ``NAME/sa``,
+  ``NAME/sb``, ``NAME/const`` (the shift-add graph) and ``NAME/bias`` (float32, as trained).
+
+Loading reads JSON and raw tensors only (``safe_open``, numpy), validates every graph like a new
+one and names the file in every error. Constants beyond 64 bits (rare) go into the JSON as decimal
+strings, since safetensors has no integer type wider than int64.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.numpy import safe_open, save_file
+from torch import nn
+
+from fewops.codes.base import CodedMatrix
+from fewops.graph.graph import Graph
+from fewops.models.io import atomic_write
+from fewops.nn.coded import CodedConv2d, CodedLinear
+
+FORMAT = "fewops-coded-model"
+VERSION = 1
+STRUCTURE_FILE = "model.json"
+TENSOR_FILE = "tensors.safetensors"
+GRAPH_KEYS = ("op", "a", "b", "sa", "sb", "const")
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+@dataclass
+class SavedModel:
+    """What :func:`load_coded_model` returns.
+
+    ``layers``: (name, CodedLinear or CodedConv2d) in model order, always present. ``model``: the
+    rebuilt ``nn.Sequential`` (None when the saved model was not one). ``calibration``: the integer
+    network's ``act_bits`` and per-layer fraction bits, or None when it was not simulated.
+    """
+
+    path: Path
+    method: str
+    input_shape: tuple[int, ...] | None
+    layers: list[tuple[str, nn.Module]]
+    model: nn.Sequential | None
+    calibration: dict | None
+    meta: dict = field(default_factory=dict)
+
+    def integer_network(self):
+        """The calibrated :class:`fewops.sim.network.IntegerNetwork`, bit for bit as simulated.
+
+        Needs the Sequential model and the saved calibration; otherwise a ValueError says which
+        is missing.
+        """
+        if self.model is None:
+            raise ValueError(
+                f"The model in {self.path} is not a plain nn.Sequential "
+                f"({self.meta.get('sequence_note', 'no module tree saved')}); only its layers can "
+                "be exported."
+            )
+        if self.calibration is None or self.input_shape is None:
+            raise ValueError(
+                f"The model in {self.path} was saved without integer calibration (it was not "
+                "simulated, e.g. --no-simulate); only its layers can be exported."
+            )
+        from fewops.sim.network import compile_network
+
+        cal = self.calibration
+        # compile_network always calibrates; calibrate on one zero image (cheap), then put the
+        # saved fraction bits back so the network is exactly the one that was simulated.
+        net = compile_network(
+            self.model, np.zeros((1, *self.input_shape)), act_bits=int(cal["act_bits"])
+        )
+        saved = cal["layers"]
+        names = [layer.name for layer in net.layers]
+        if sorted(names) != sorted(saved):
+            raise ValueError(
+                f"The calibration in {self.path / STRUCTURE_FILE} names layers {sorted(saved)} "
+                f"but the model has {names}."
+            )
+        for layer in net.layers:
+            layer.f_in = int(saved[layer.name]["f_in"])
+            layer.f_out = int(saved[layer.name]["f_out"])
+        net.input_frac = int(cal["input_frac"])
+        return net
+
+
+# -- saving -------------------------------------------------------------------------------------
+
+
+def save_coded_model(
+    model: nn.Module,
+    out_dir,
+    *,
+    method: str,
+    input_shape=None,
+    network=None,
+) -> Path:
+    """Write ``model``'s coded layers (and its module tree when it is a Sequential) to ``out_dir``.
+
+    ``network`` is the calibrated IntegerNetwork of the model (optional); its fraction bits are
+    saved so that :meth:`SavedModel.integer_network` rebuilds it without data. Returns the folder.
+    """
+    out = Path(out_dir)
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, CodedLinear | CodedConv2d)]
+    if not layers:
+        raise ValueError("The model has no coded layer to save; code it (compress_) first.")
+    tensors: dict[str, np.ndarray] = {}
+    records = {}
+    for name, module in layers:
+        records[name] = _layer_record(name, module, tensors)
+    try:
+        sequence, note = _tree(model, ""), None
+    except _Unsupported as exc:
+        sequence, note = None, str(exc)
+    structure = {
+        "format": FORMAT,
+        "version": VERSION,
+        "method": str(method),
+        "input_shape": None if input_shape is None else [int(v) for v in input_shape],
+        "sequence": sequence,
+        "sequence_note": note,
+        "layers": records,
+        "calibration": None if network is None else _calibration(network),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / TENSOR_FILE, lambda tmp: save_file(tensors, tmp))
+    text = json.dumps(structure, indent=1)
+    atomic_write(out / STRUCTURE_FILE, lambda tmp: Path(tmp).write_text(text))
+    return out
+
+
+def _layer_record(name: str, module: nn.Module, tensors: dict) -> dict:
+    coded: CodedMatrix = module.coded
+    g = coded.graph
+    big = None
+    for key in GRAPH_KEYS:
+        arr = np.asarray(getattr(g, key))
+        if key == "const" and arr.dtype == object:
+            # Beyond int64: keep the exact values as decimal strings in the JSON.
+            big = [str(int(v)) for v in arr.tolist()]
+            arr = np.zeros(arr.shape, dtype=np.int64)
+        tensors[f"{name}/{key}"] = np.ascontiguousarray(arr)
+    if module.bias is not None:
+        tensors[f"{name}/bias"] = module.bias.detach().cpu().float().numpy().copy()
+    record = {
+        "kind": "conv" if isinstance(module, CodedConv2d) else "linear",
+        "method": coded.method,
+        "shape": list(coded.shape),
+        "scale_m": int(coded.scale_m),
+        "scale_e": int(coded.scale_e),
+        "weight_bits": int(coded.weight_bits),
+        "params": int(coded.params),
+        "table_reads": int(coded.table_reads),
+        "config": _jsonable(coded.config),
+        "extra": _jsonable(coded.extra),
+        "bias": module.bias is not None,
+        "big_const": big,
+    }
+    if isinstance(module, CodedConv2d):
+        record["conv"] = {
+            "in_channels": module.in_channels,
+            "kernel_size": list(module.kernel_size),
+            "stride": list(module.stride),
+            "padding": list(module.padding),
+            "dilation": list(module.dilation),
+        }
+    return record
+
+
+def _jsonable(d: dict) -> dict:
+    """The entries of ``d`` that survive a JSON round trip unchanged (others are dropped)."""
+    out = {}
+    for k, v in dict(d).items():
+        try:
+            if json.loads(json.dumps(v)) == v:
+                out[str(k)] = v
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+class _Unsupported(ValueError):
+    pass
+
+
+def _tree(module: nn.Module, path: str) -> dict:
+    """The module tree of a Sequential as JSON, or _Unsupported naming the first odd module."""
+    where = path or "the model"
+    if isinstance(module, nn.Sequential):
+        return {
+            "kind": "sequential",
+            "children": [
+                [n, _tree(m, f"{path}.{n}" if path else n)] for n, m in module.named_children()
+            ],
+        }
+    if isinstance(module, CodedLinear | CodedConv2d):
+        return {"kind": "coded", "layer": path}
+    if isinstance(module, nn.ReLU):
+        return {"kind": "relu"}
+    if isinstance(module, nn.Flatten):
+        return {"kind": "flatten", "start_dim": module.start_dim, "end_dim": module.end_dim}
+    if isinstance(module, nn.Dropout):
+        return {"kind": "dropout", "p": float(module.p)}
+    if isinstance(module, nn.Identity):
+        return {"kind": "identity"}
+    if isinstance(module, nn.MaxPool2d | nn.AvgPool2d):
+        kind = "maxpool" if isinstance(module, nn.MaxPool2d) else "avgpool"
+        if kind == "maxpool" and (module.dilation not in (1, (1, 1)) or module.ceil_mode):
+            raise _Unsupported(f"{where} is a MaxPool2d with dilation or ceil_mode")
+        return {
+            "kind": kind,
+            "kernel_size": _plain(module.kernel_size),
+            "stride": _plain(module.stride),
+            "padding": _plain(module.padding),
+        }
+    raise _Unsupported(f"{where} is a {type(module).__name__}, which is not saved as structure")
+
+
+def _plain(v):
+    return list(v) if isinstance(v, tuple | list) else v
+
+
+def _calibration(net) -> dict:
+    return {
+        "act_bits": int(net.act_bits),
+        "input_frac": int(net.input_frac),
+        "layers": {layer.name: {"f_in": layer.f_in, "f_out": layer.f_out} for layer in net.layers},
+    }
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+def load_coded_model(path) -> SavedModel:
+    """Read a folder written by :func:`save_coded_model` (or a ``compress --out`` folder)."""
+    root = Path(path)
+    if (root / "model" / STRUCTURE_FILE).exists() and not (root / STRUCTURE_FILE).exists():
+        root = root / "model"  # the compress output folder itself
+    structure_path = root / STRUCTURE_FILE
+    tensor_path = root / TENSOR_FILE
+    if not root.is_dir():
+        raise FileNotFoundError(f"No saved model folder at {root}.")
+    for p in (structure_path, tensor_path):
+        if not p.exists():
+            raise FileNotFoundError(
+                f"The saved model {root} lacks {p.name} (expected {p}); save it again with "
+                "`fewops compress ... --out DIR`."
+            )
+    structure = _read_structure(structure_path)
+    tensors = _read_tensors(tensor_path)
+    layers: dict[str, nn.Module] = {}
+    for name, record in _field(structure, "layers", dict, structure_path).items():
+        layers[name] = _build_layer(name, record, tensors, tensor_path, structure_path)
+    model = None
+    if structure.get("sequence") is not None:
+        model = _build_tree(structure["sequence"], layers, structure_path)
+        model.eval()
+    shape = structure.get("input_shape")
+    return SavedModel(
+        path=root,
+        method=str(structure.get("method", "")),
+        input_shape=None if shape is None else tuple(int(v) for v in shape),
+        layers=list(layers.items()),
+        model=model,
+        calibration=structure.get("calibration"),
+        meta={k: structure.get(k) for k in ("sequence_note", "version")},
+    )
+
+
+def _read_structure(path: Path) -> dict:
+    try:
+        structure = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(
+            f"The model structure file {path} is corrupt or unreadable ({exc})."
+        ) from exc
+    if not isinstance(structure, dict) or structure.get("format") != FORMAT:
+        found = structure.get("format") if isinstance(structure, dict) else type(structure).__name__
+        raise ValueError(
+            f"The file {path} is not a fewops coded model (format {found!r}, expected {FORMAT!r})."
+        )
+    if structure.get("version") != VERSION:
+        raise ValueError(
+            f"The coded model {path} has version {structure.get('version')!r}; this fewops reads "
+            f"version {VERSION}."
+        )
+    return structure
+
+
+def _read_tensors(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with safe_open(str(path), framework="np") as handle:
+            return {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"The model tensor file {path} is corrupt or unreadable ({exc}).") from exc
+
+
+def _field(record: dict, key: str, kind, path: Path):
+    value = record.get(key) if isinstance(record, dict) else None
+    if not isinstance(value, kind):
+        raise ValueError(f"The model structure file {path} has no valid {key!r} entry.")
+    return value
+
+
+def _build_layer(name, record, tensors, tensor_path, structure_path) -> nn.Module:
+    arrays = []
+    for key in GRAPH_KEYS:
+        full = f"{name}/{key}"
+        if full not in tensors:
+            raise ValueError(f"The model tensor file {tensor_path} lacks the tensor {full!r}.")
+        arrays.append(tensors[full])
+    if record.get("big_const") is not None:
+        arrays[-1] = np.array([int(v) for v in record["big_const"]], dtype=object)
+    try:
+        graph = Graph.from_arrays(*arrays)
+        coded = CodedMatrix(
+            method=str(record["method"]),
+            graph=graph,
+            scale_m=int(record["scale_m"]),
+            scale_e=int(record["scale_e"]),
+            weight_bits=int(record["weight_bits"]),
+            params=int(record["params"]),
+            table_reads=int(record["table_reads"]),
+            config=dict(record.get("config") or {}),
+            extra=dict(record.get("extra") or {}),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f"Layer {name!r} of the saved model ({structure_path}, {tensor_path}) is invalid: {exc}"
+        ) from exc
+    if list(coded.shape) != list(record.get("shape", coded.shape)):
+        raise ValueError(
+            f"Layer {name!r} in {tensor_path} has shape {coded.shape} but {structure_path} says "
+            f"{record['shape']}."
+        )
+    bias = None
+    if record.get("bias"):
+        key = f"{name}/bias"
+        if key not in tensors or tensors[key].shape != (coded.shape[0],):
+            raise ValueError(
+                f"The model tensor file {tensor_path} lacks a bias {key!r} of shape "
+                f"({coded.shape[0]},)."
+            )
+        bias = torch.from_numpy(np.array(tensors[key], dtype=np.float32))
+    if record.get("kind") == "conv":
+        c = record["conv"]
+        return CodedConv2d(
+            coded,
+            bias,
+            int(c["in_channels"]),
+            tuple(c["kernel_size"]),
+            tuple(c["stride"]),
+            tuple(c["padding"]),
+            tuple(c["dilation"]),
+        )
+    return CodedLinear(coded, bias)
+
+
+def _build_tree(node: dict, layers: dict, path: Path) -> nn.Module:
+    kind = node.get("kind") if isinstance(node, dict) else None
+    if kind == "sequential":
+        return nn.Sequential(
+            OrderedDict((str(n), _build_tree(child, layers, path)) for n, child in node["children"])
+        )
+    if kind == "coded":
+        if node.get("layer") not in layers:
+            raise ValueError(
+                f"The module tree in {path} names an unknown layer {node.get('layer')!r}."
+            )
+        return layers[node["layer"]]
+    simple = {
+        "relu": lambda: nn.ReLU(),
+        "flatten": lambda: nn.Flatten(int(node["start_dim"]), int(node["end_dim"])),
+        "dropout": lambda: nn.Dropout(float(node["p"])),
+        "identity": lambda: nn.Identity(),
+        "maxpool": lambda: nn.MaxPool2d(
+            _tuple(node["kernel_size"]), _tuple(node["stride"]), _tuple(node["padding"])
+        ),
+        "avgpool": lambda: nn.AvgPool2d(
+            _tuple(node["kernel_size"]), _tuple(node["stride"]), _tuple(node["padding"])
+        ),
+    }
+    if kind not in simple:
+        raise ValueError(f"The module tree in {path} has an unknown module kind {kind!r}.")
+    try:
+        return simple[kind]()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"The {kind} module in {path} is invalid ({exc}).") from exc
+
+
+def _tuple(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+def save_compressed(out_dir, model, method: str, dataset, act_bits: int, simulate: bool) -> Path:
+    """Save the model of ``fewops compress`` with the calibration its simulation used.
+
+    The calibration is recomputed as :func:`fewops.pipeline.run_method` does it (first 512
+    training images), which is deterministic, so the saved network is the simulated one. Models
+    the integer simulator cannot run (residual networks) are saved without it.
+    """
+    network = None
+    if simulate:
+        from fewops.sim.network import compile_network
+
+        try:
+            network = compile_network(model, dataset.x_train[:512], act_bits=act_bits)
+        except ValueError:
+            network = None
+    return save_coded_model(
+        model, out_dir, method=method, input_shape=dataset.input_shape, network=network
+    )

@@ -1,0 +1,142 @@
+"""WACR tensor-product families in PyTorch: reparameterised layers, polynomial biases,
+projected and from-scratch retraining, coding through compress_."""
+
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fewops.codes import poly_tensor as pt
+from fewops.nn.api import LayerSelection, compress_
+from fewops.nn.coded import CodedConv2d, CodedLinear
+from fewops.nn.poly import PolyConfig, retrain_
+from fewops.nn.poly_tensor import TensorPolyLayer, project_bias
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(2, 8, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 12),
+        nn.ReLU(),
+        nn.Linear(12, 3),
+    )
+
+
+def _data(n=64):
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(n, 2, 6, 6, generator=g).numpy()
+    y = (x[:, 0, :3].sum(axis=(1, 2)) > x[:, 1, 3:].sum(axis=(1, 2))).astype(np.int64)
+    return SimpleNamespace(x_train=x, y_train=y, x_test=x[:16], y_test=y[:16])
+
+
+OVERRIDES = {
+    "0": {"in_factors": ((None, 1), None, (None, 2)), "out_factor": (4, 1), "bias_degree": 1},
+    "3": {
+        "in_shape": (8, 4, 4),
+        "in_factors": ((None, 1), None, (None, 2)),
+        "out_factor": (6, 1),
+        "bias_degree": 2,
+    },
+    "5": {"axis": "fan_in", "interval": 6, "degree": 1},
+}
+
+
+def test_reparameterised_layer_is_the_projection_and_reads_moments_first():
+    torch.manual_seed(2)
+    lin = nn.Linear(24, 6)
+    layout = pt.make_tensor_layout((6, 24), ((None, 1), (None, 2)), (3, 1), (2, 12))
+    layer = TensorPolyLayer(lin, layout, bias_degree=1)
+    assert layer.params == layout.params + 2
+    w = pt.project(lin.weight.detach().double().numpy(), layout)
+    np.testing.assert_allclose(layer.weight_matrix().detach().numpy(), w, atol=1e-5)
+    b = project_bias(lin.bias.detach().double().numpy(), 1)
+    x = torch.randn(5, 24)
+    ref = x.double() @ torch.as_tensor(w).t() + torch.as_tensor(b)
+    torch.testing.assert_close(layer(x).double(), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_conv_with_few_moments_mixes_basis_maps_exactly():
+    torch.manual_seed(3)
+    conv = nn.Conv2d(3, 16, 3)
+    layout = pt.make_tensor_layout((16, 3, 3, 3), ((None, 2),), None, (27,))
+    layer = TensorPolyLayer(conv, layout)
+    x = torch.randn(2, 3, 8, 8)
+    w = torch.as_tensor(
+        pt.project(conv.weight.detach().double().numpy(), layout), dtype=torch.float32
+    )
+    torch.testing.assert_close(
+        layer(x), nn.functional.conv2d(x, w, conv.bias), atol=1e-4, rtol=1e-4
+    )
+    layer(x).sum().backward()
+    assert layer.coefs.grad is not None and layer.coefs.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("mode", "init"), [("project", "float"), ("reparam", "float"), ("reparam", "scratch")]
+)
+def test_retraining_ends_on_the_family_with_polynomial_biases(mode, init):
+    model = _model()
+    config = PolyConfig(
+        epochs=2,
+        mode=mode,
+        init=init,
+        lr=1e-2,
+        batch_size=16,
+        layers=LayerSelection(overrides=OVERRIDES),
+    )
+    retrain_(model, config, _data(), progress=False)
+    for name in ("0", "3"):
+        module = model.get_submodule(name)
+        o = OVERRIDES[name]
+        layout = pt.make_tensor_layout(
+            tuple(module.weight.shape), o["in_factors"], o["out_factor"], o.get("in_shape")
+        )
+        w = module.weight.detach().double().numpy()
+        np.testing.assert_allclose(pt.project(w, layout), w, atol=1e-5)
+        b = module.bias.detach().double().numpy()
+        np.testing.assert_allclose(project_bias(b, o["bias_degree"]), b, atol=1e-5)
+
+
+def test_compress_codes_tensor_layers_and_counts_bias_coefficients():
+    model = _model()
+    config = PolyConfig(
+        epochs=1,
+        mode="reparam",
+        init="scratch",
+        lr=1e-2,
+        batch_size=16,
+        layers=LayerSelection(overrides=OVERRIDES),
+    )
+    data = _data()
+    compress_(model, config, data=data, progress=False)
+    conv, lin = model[0], model[3]
+    assert isinstance(conv, CodedConv2d) and isinstance(lin, CodedLinear)
+    # conv: M = 2 x 3 x 3 = 18 moments (channel linear, kernel row free, column quadratic),
+    # K = 2 intervals x 2 = 4 features. dense: M = 2 x 4 x 3 = 24, K = 2 x 2 = 4.
+    assert conv.coded.params == 4 * 18 and conv.coded.extra["bias_params"] == 2
+    assert lin.coded.params == 4 * 24 and lin.coded.extra["bias_params"] == 3
+    assert "bias_params" not in model[5].coded.extra
+    b = lin.bias.detach().double().numpy()
+    np.testing.assert_allclose(project_bias(b, 2), b, atol=1e-6)
+    # The coded model still runs.
+    out = model(torch.as_tensor(data.x_test))
+    assert out.shape == (16, 3) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"bias_degree": 3}, "Polynomial degree must be 1 or 2; got 3."),
+        ({"init": "zeros"}, "Unknown init 'zeros'; use 'float' or 'scratch'."),
+        ({"init": "scratch", "mode": "project"}, "init='scratch' needs mode='reparam'"),
+    ],
+)
+def test_config_rejects_bad_tensor_settings(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PolyConfig(**kwargs)
