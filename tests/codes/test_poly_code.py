@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from poly_checks import assert_graph_equals_integer_product
 
 from fewops.codes import poly
 from fewops.cost import count_graph
-from fewops.sim import evaluate as simulate
 
 CASES = [
     ((4, 2, 3, 3), "kernel_row", 3, 1),
@@ -105,13 +105,7 @@ def test_simulated_layer_equals_the_approximated_weights_exactly(shape, axis, in
     w_hat = poly.evaluate(q, layout, e).reshape(shape[0], -1)
     assert np.array_equal(coded.matrix, w_hat)  # both are exact dyadic rationals
     # The integer network with reuse, evaluated bit-exactly, against the integer product.
-    x = rng.integers(-128, 128, size=(16, w_hat.shape[1]))
-    y = simulate(coded.graph, x)
-    w_int = np.ldexp(w_hat, -coded.scale_e)
-    assert np.array_equal(w_int, np.round(w_int))
-    expected = x @ w_int.astype(np.int64).T
-    got = np.ldexp(y.astype(np.float64), -coded.graph.output_scale)
-    assert np.array_equal(got, expected.astype(np.float64))
+    assert_graph_equals_integer_product(coded, w_hat, rng)
 
 
 @settings(max_examples=25, deadline=None)

@@ -4,11 +4,11 @@ import re
 
 import numpy as np
 import pytest
+from poly_checks import assert_graph_equals_integer_product
 
 from fewops.codes import poly
 from fewops.codes import poly_tensor as pt
 from fewops.cost import count_graph
-from fewops.sim import evaluate as simulate
 
 # (weight shape, in_factors, out_factor, in_shape)
 CASES = [
@@ -73,13 +73,7 @@ def test_simulated_layer_equals_the_approximated_weights_exactly(case):
     assert np.abs(q).max() <= 31
     w_hat = pt.evaluate(q, layout, e)
     assert np.array_equal(coded.matrix, w_hat)  # exact dyadic rationals both
-    x = rng.integers(-128, 128, size=(16, w_hat.shape[1]))
-    y = simulate(coded.graph, x)
-    w_int = np.ldexp(w_hat, -coded.scale_e)
-    assert np.array_equal(w_int, np.round(w_int))
-    expected = x @ w_int.astype(np.int64).T
-    got = np.ldexp(y.astype(np.float64), -coded.graph.output_scale)
-    assert np.array_equal(got, expected.astype(np.float64))
+    assert_graph_equals_integer_product(coded, w_hat, rng)
 
 
 def test_parameter_count_and_reuse_by_hand():

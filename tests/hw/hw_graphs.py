@@ -57,3 +57,21 @@ def every_kind_graph():
     g = b.add(e, m3, 2, 0)[0]
     b.outputs([f, g, n, x[0], c], [0, -1, 1, 0, 0])
     return b.build()
+
+
+def train_full_batch(model, data, steps: int, lr: float = 1e-2) -> None:
+    """A few full-batch Adam steps on ``data``'s training split: enough for a tiny test MLP."""
+    import torch
+    from torch import nn
+
+    opt = torch.optim.Adam(model.parameters(), lr)
+    x, y = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: threads only contend
+    try:
+        for _ in range(steps):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)

@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from hw_graphs import train_full_batch
 from torch import nn
 
 from fewops.codes import csd
@@ -29,17 +30,7 @@ def digits_mlp():
     model = nn.Sequential(
         nn.Flatten(), nn.Linear(64, 24), nn.ReLU(), nn.Linear(24, 16), nn.ReLU(), nn.Linear(16, 10)
     )
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    x, y = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model: threads only contend
-    try:
-        for _ in range(120):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-    finally:
-        torch.set_num_threads(threads)
+    train_full_batch(model, data, steps=120)
     compress_(model, CSDConfig(bits=5))
     net = compile_network(model, data.x_train[:300])
     return data, net

@@ -6,6 +6,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from hw_graphs import train_full_batch
 from torch import nn
 
 from fewops.cli import main
@@ -24,17 +25,7 @@ def saved(tmp_path_factory):
     data = load("digits", seed=0)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    x, y = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model: threads only contend
-    try:
-        for _ in range(80):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-    finally:
-        torch.set_num_threads(threads)
+    train_full_batch(model, data, steps=80)
     compress_(model, CSDConfig(bits=5))
     net = compile_network(model, data.x_train[:512])
     folder = tmp_path_factory.mktemp("run") / "model"

@@ -3,11 +3,11 @@
 import argparse
 import copy
 import re
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from poly_data import toy_images
 from torch import nn
 
 from fewops.codes import poly
@@ -36,13 +36,6 @@ def _model():
         nn.ReLU(),
         nn.Linear(10, 3),
     )
-
-
-def _data(n=64):
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(n, 2, 6, 6, generator=g).numpy()
-    y = (x[:, 0, :3].sum(axis=(1, 2)) > x[:, 1, 3:].sum(axis=(1, 2))).astype(np.int64)
-    return SimpleNamespace(x_train=x, y_train=y, x_test=x[:16], y_test=y[:16])
 
 
 CONFIG = PolyConfig(
@@ -75,7 +68,7 @@ def test_layer_without_the_axis_is_named_before_training():
     model = _model()
     before = copy.deepcopy(model.state_dict())
     with pytest.raises(ValueError, match="A linear layer has no 'kernel_row' axis"):
-        compress_(model, PolyConfig(axis="kernel_row", interval=3, epochs=1), data=_data())
+        compress_(model, PolyConfig(axis="kernel_row", interval=3, epochs=1), data=toy_images())
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])  # nothing trained or swapped
 
@@ -120,7 +113,7 @@ def test_retraining_ends_on_the_family_and_changes_the_weights(mode):
     model = _model()
     start = copy.deepcopy(model)
     config = PolyConfig(**{**CONFIG.__dict__, "epochs": 1, "mode": mode, "batch_size": 16})
-    history = retrain_(model, config, _data())
+    history = retrain_(model, config, toy_images())
     assert len(history["loss"]) == 1
     assert isinstance(model[0], nn.Conv2d) and isinstance(model[3], nn.Linear)  # swapped back
     for index, (axis, interval, degree) in {

@@ -2,11 +2,11 @@
 projected and from-scratch retraining, coding through compress_."""
 
 import re
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from poly_data import toy_images
 from torch import nn
 
 from fewops.codes import poly_tensor as pt
@@ -26,13 +26,6 @@ def _model():
         nn.ReLU(),
         nn.Linear(12, 3),
     )
-
-
-def _data(n=64):
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(n, 2, 6, 6, generator=g).numpy()
-    y = (x[:, 0, :3].sum(axis=(1, 2)) > x[:, 1, 3:].sum(axis=(1, 2))).astype(np.int64)
-    return SimpleNamespace(x_train=x, y_train=y, x_test=x[:16], y_test=y[:16])
 
 
 OVERRIDES = {
@@ -90,7 +83,7 @@ def test_retraining_ends_on_the_family_with_polynomial_biases(mode, init):
         batch_size=16,
         layers=LayerSelection(overrides=OVERRIDES),
     )
-    retrain_(model, config, _data(), progress=False)
+    retrain_(model, config, toy_images(), progress=False)
     for name in ("0", "3"):
         module = model.get_submodule(name)
         o = OVERRIDES[name]
@@ -113,7 +106,7 @@ def test_compress_codes_tensor_layers_and_counts_bias_coefficients():
         batch_size=16,
         layers=LayerSelection(overrides=OVERRIDES),
     )
-    data = _data()
+    data = toy_images()
     compress_(model, config, data=data, progress=False)
     conv, lin = model[0], model[3]
     assert isinstance(conv, CodedConv2d) and isinstance(lin, CodedLinear)

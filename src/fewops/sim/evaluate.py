@@ -71,7 +71,7 @@ def _run(plan: Plan, words: np.ndarray, consts: np.ndarray, dtype, threads: int)
     for much of their time, so threads do not scale); small ones over threads.
     """
     n_words = words.shape[0]
-    block = BLOCK_BYTES // max(1, plan.order.shape[0] * 8)
+    block = BLOCK_BYTES // max(1, plan.num_nodes * 8)
     if block >= MIN_BLOCK:
         starts = np.arange(0, n_words, block)
         out = np.empty((n_words, plan.outputs.shape[0]), dtype=dtype)
@@ -116,7 +116,7 @@ def _run_forked_rows(rows: np.ndarray) -> np.ndarray:
 
 def _run_rows(plan: Plan, words, consts, dtype, rows: np.ndarray) -> np.ndarray:
     out = np.empty((rows.shape[0], plan.outputs.shape[0]), dtype=dtype)
-    vals = np.empty(plan.order.shape[0], dtype=dtype)
+    vals = np.empty(plan.num_nodes, dtype=dtype)
     spare = np.empty((2, plan.largest_group), dtype=dtype) if dtype is not object else None
     for i, r in enumerate(rows):
         out[i] = _evaluate_vector(plan, words[r], consts, vals, spare, dtype)
@@ -239,7 +239,7 @@ def _gather(vals, index, spare, slot: int, n: int):
 
 def _evaluate_block(plan: Plan, x: np.ndarray, consts, dtype) -> np.ndarray:
     """Outputs for a block of vectors, shape (outputs, block); rows of ``vals`` are nodes."""
-    vals = np.empty((plan.order.shape[0], x.shape[0]), dtype=dtype)
+    vals = np.empty((plan.num_nodes, x.shape[0]), dtype=dtype)
     vals[plan.inputs] = x.T
     if plan.consts.size:
         vals[plan.consts] = consts[:, None]

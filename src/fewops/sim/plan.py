@@ -16,6 +16,7 @@ import numpy as np
 
 from fewops.graph.graph import Graph
 from fewops.graph.ops import Op
+from fewops.graph.widths import operand_shifts
 
 # A shifted-input table with more entries than this is not worth building per vector.
 MAX_TABLE = 1 << 16
@@ -144,8 +145,6 @@ def _group(kind, start, stop, idx, lsh, graph, nodes, table) -> Group:
 
 def _commuted_operands(graph: Graph):
     """Operands and their alignment shifts, the shifted one second where addition allows it."""
-    from fewops.graph.widths import operand_shifts
-
     la, lb = operand_shifts(graph)
     a, b = graph.a.copy(), graph.b.copy()
     # Addition commutes: put the shifted operand second so most adders need one shift only.
