@@ -26,8 +26,24 @@ from fewops.lcc import decompose
 
 # name: (rows, cols, target dB, add target per entry, CSD ratio target, seconds target, runs)
 CASES = {
-    "4096x12": (4096, 12, 96.3, 1.2, 3.5, 15.0, [("dmp", {}), ("grow", {}), ("best", {})]),
-    "256x8": (256, 8, 47.0, 0.80, 3.0, 10.0, [("dmp", {}), ("fs", {}), ("best", {})]),
+    "4096x12": (
+        4096,
+        12,
+        96.3,
+        1.2,
+        3.5,
+        15.0,
+        [("dmp", {}), ("grow", {}), ("chain", {}), ("best", {})],
+    ),
+    "256x8": (
+        256,
+        8,
+        47.0,
+        0.80,
+        3.0,
+        10.0,
+        [("dmp", {}), ("fs", {}), ("chain", {}), ("best", {})],
+    ),
     "64x4": (64, 4, 47.0, 0.95, None, None, [("dmp", {}), ("fs", {}), ("best", {})]),
     "1024x1024": (1024, 1024, 40.0, None, None, 60.0, [("dmp", {}), ("grow", {})]),
 }

@@ -134,6 +134,8 @@ ALGOS = [
     ("mixed", {"depths": (1, 2)}),
     ("grow", {}),
     ("grow", {"polish": True}),
+    ("chain", {}),
+    ("chain", {"switch_db": 10.0, "beam": 3, "width": 2}),
     ("best", {"restarts": 2}),
 ]
 

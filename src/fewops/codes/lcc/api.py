@@ -175,15 +175,15 @@ def decompose(
 ) -> LCCResult:
     """Linear computation coding of W (out x in) to at least ``target_sqnr_db``.
 
-    ``algorithm``: "dmp", "rs" (beam of ``mem``), "fs", "mixed", "grow" (ours) or "best" (the
-    fewest adds of several). ``S``: terms per wiring row for dmp/rs. Columns are cut into slices
+    ``algorithm``: "dmp", "rs" (beam of ``mem``), "fs", "mixed", "grow" (ours), "chain" (ours:
+    grow, then beam-searched row chains) or "best" (the fewest adds of several). ``S``: terms per wiring row for dmp/rs. Columns are cut into slices
     of ``slice_width`` (default near log2(out)); each slice meets the target on its own, so the
     whole matrix does. Slices run in ``workers`` processes (default: the CPU count); the result
     does not depend on ``workers``. ``seed`` seeds the randomised parts of the search (the
     restarts of "best" on slices of <= 128 rows, and the ``jitter`` option); with the other
     defaults the algorithms are deterministic greedy searches.
     Extra ``options`` go to the algorithm (e.g. ``batch``, ``max_depth``, ``polish`` for
-    "grow", ``restarts`` for "best").
+    "grow", ``switch_db``, ``beam``, ``width`` for "chain", ``restarts`` for "best").
     """
     w = check_matrix(W)
     t0 = time.perf_counter()

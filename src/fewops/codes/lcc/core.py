@@ -126,20 +126,7 @@ def _fast_argmax(resid: np.ndarray, dic: np.ndarray, dnorm: np.ndarray) -> np.nd
         gain = torch.addcmul(g.mul_(2.0), c, dn, value=-1.0).mul_(c)
         out[lo:hi] = gain.argmax(dim=1).numpy()
 
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        starts = list(range(0, n, step))
-        if len(starts) > 1 and FAST_THREADS > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=FAST_THREADS) as pool:
-                list(pool.map(run, starts))
-        else:
-            for lo in starts:
-                run(lo)
-    finally:
-        torch.set_num_threads(old)
+    _run_chunks(run, list(range(0, n, step)))
     return out
 
 
@@ -210,17 +197,35 @@ def _fast_top(resid, dic, dnorm, k):
     n = resid.shape[0]
     out = np.zeros((n, width), dtype=np.int64)
     step = max(1, FAST_CHUNK // max(dic.shape[0], 1))
+
+    def run(lo: int) -> None:
+        hi = min(n, lo + step)
+        g = res_t[lo:hi] @ dic_t
+        ls = g.mul_(g).mul_(inv)
+        out[lo:hi] = torch.topk(ls, width, dim=1, sorted=False).indices.numpy()
+
+    _run_chunks(run, list(range(0, n, step)))
+    return out
+
+
+def _run_chunks(run, starts: list[int]) -> None:
+    """``run(lo)`` for every chunk start on up to FAST_THREADS threads, one torch thread each
+    (each chunk writes its own rows, so the result does not depend on the thread count)."""
+    import torch
+
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for lo in range(0, n, step):
-            hi = min(n, lo + step)
-            g = res_t[lo:hi] @ dic_t
-            ls = g.mul_(g).mul_(inv)
-            out[lo:hi] = torch.topk(ls, width, dim=1, sorted=False).indices.numpy()
+        if len(starts) > 1 and FAST_THREADS > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=FAST_THREADS) as pool:
+                list(pool.map(run, starts))
+        else:
+            for lo in starts:
+                run(lo)
     finally:
         torch.set_num_threads(old)
-    return out
 
 
 def top_terms(
