@@ -79,7 +79,17 @@ def _grow(t, budget, **opts):
 # the slice, dB). Measured on Gaussian slices, beam 8 x 8: 4096 x 12 at 96.3 dB switch 15 / 21 /
 # 27 / 38 / 50 dB: 1.207 / 1.189 / 1.191 / 1.211 / 1.236 adds per entry; 256 x 8 at 47 dB (beam
 # 32 x 8) switch 15 / 20 / 25 / 30: 0.811 / 0.796 / 0.807 / 0.819.
+# Low targets switch earlier (about half the target): 512 x 9 at 20 dB, switch 5 / 8 / 12 dB: 1702 /
+# 1450 / 1416 adds (grow 1557, dmp 2225).
 CHAIN_SWITCH_DB = 21.0
+
+
+def default_switch_db(energy: float, budget: float) -> float:
+    """The switch point of "chain" for a slice of this energy and error budget."""
+    target_db = 10.0 * np.log10(energy / budget) if budget > 0 and energy > 0 else 0.0
+    return min(CHAIN_SWITCH_DB, 0.5 * target_db + 2.0)
+
+
 # Beam of the chains: tall slices keep 8 chains per row (16: 1.2 % fewer adds, twice the time),
 # slices of <= ALL_DICTIONARY_ROWS rows 32 (cheap there; 8 x 8 gives 0.807 on 256 x 8).
 CHAIN_BEAM_TALL, CHAIN_BEAM_SMALL = 8, 32
@@ -91,15 +101,15 @@ def _chain(t, budget, *, switch_db=None, beam=None, width=CHAIN_WIDTH, **opts):
     with the adds allocated across rows (:mod:`fewops.codes.lcc.chains`)."""
     rows = t.shape[0]
     small = rows <= ALL_DICTIONARY_ROWS
+    energy = float(np.einsum("ij,ij->", t, t))
     if switch_db is None:
-        switch_db = CHAIN_SWITCH_DB
+        switch_db = default_switch_db(energy, budget)
     if beam is None:
         beam = CHAIN_BEAM_SMALL if small else CHAIN_BEAM_TALL
     head_opts = {k: v for k, v in opts.items() if k in GROW_OPTIONS and k != "on_step"}
     if small:
         head_opts.setdefault("batch", 0.05)
         head_opts.setdefault("lookahead", 4)
-    energy = float(np.einsum("ij,ij->", t, t))
     head_budget = max(budget, energy * 10.0 ** (-float(switch_db) / 10.0))
     head = _grow(t, head_budget, **head_opts)
     if _err(head, t) <= budget:
@@ -154,8 +164,9 @@ RESTART_ROWS = 128
 # 256 x 8; the adds vary by +-1% from one fraction to the next, so a few are tried).
 SMALL_BATCHES = (0.03, 0.05, 0.07)
 RESTARTS = 16
-# Further switch points of "chain" tried on slices of <= 512 rows (about 2 s each on 256 x 8).
-SMALL_SWITCHES = (15.0, 25.0)
+# Further switch points of "chain" (dB from the default) tried on slices of <= 512 rows (about
+# 2 s each on 256 x 8).
+SMALL_SWITCHES = (-5.0, 4.0)
 POLISH_TOP = 3
 
 
@@ -172,7 +183,8 @@ def _best(t, budget, **opts):
     # against 1.240 for grow with lookahead 4 (which it replaces: about the same time).
     names = [("grow", {}), ("dmp", {}), ("chain", {})]
     if rows <= 512:
-        names += [("chain", {"switch_db": db}) for db in SMALL_SWITCHES]
+        base = default_switch_db(float(np.einsum("ij,ij->", t, t)), budget)
+        names += [("chain", {"switch_db": base + d}) for d in SMALL_SWITCHES]
         names += [("fs", {"lookahead": 4})]
         names += [("grow", {"batch": b, "lookahead": 4}) for b in SMALL_BATCHES]
     if rows <= RESTART_ROWS:

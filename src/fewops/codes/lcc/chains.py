@@ -23,6 +23,10 @@ import numpy as np
 
 from fewops.codes.lcc.core import SliceCode, top_terms
 
+# A row stops expanding once its error is below this fraction of the mean share of the budget:
+# the allocation gives rows about equal marginal gains, so such a row never takes another add.
+FLOOR = 1e-4
+
 
 class _Trace:
     """Per step of the beam: every state's parent, term and error (for the backtrack)."""
@@ -86,8 +90,7 @@ def beam_chains(
     err = np.einsum("ijk,ijk->ij", resid, resid)
     errors = [err[:, 0].copy()]
     trace = _Trace()
-    # A row stops expanding once its error is far below the mean share of the budget.
-    floor = 1e-4 * budget / max(n, 1)
+    floor = FLOOR * budget / max(n, 1)
     active = np.arange(n)
     cur_best = err[:, 0].copy()
     for _ in range(max_steps):
