@@ -70,3 +70,13 @@ def test_export_saved_graph_refuses_a_used_folder(tmp_path, capsys):
     ]
     assert main(argv) == 0
     assert json.loads((out / "fc.json").read_text())["latency"] >= 1
+
+
+def test_export_into_a_relative_folder_simulates(tmp_path, capsys, monkeypatch):
+    # The simulator runs inside the output folder: a relative folder must not be doubled.
+    monkeypatch.chdir(tmp_path)
+    g = csd.encode(np.random.default_rng(2).normal(size=(3, 4)), 5).graph
+    save_graph(g, tmp_path / "g.npz")
+    argv = ["export", "--verilog", "rel", "--graph", "g.npz", "--testbench", "50", "--simulate"]
+    assert main(argv) == 0
+    assert "iverilog: 50 passed, 0 failed" in capsys.readouterr().out

@@ -85,7 +85,7 @@ def run_iverilog(sources, top: str, workdir, timeout: float = 600) -> SimResult:
     """Compile ``sources`` with iverilog (top ``top``), run with vvp in ``workdir``; parse."""
     iverilog = require_tool("iverilog")
     vvp = require_tool("vvp")
-    workdir = Path(workdir)
+    workdir = Path(workdir).resolve()  # the tools run inside it: relative paths would double
     image = workdir / f"{top}.vvp"
     files = [str(Path(s).resolve()) for s in sources]
     _run([iverilog, "-g2012", "-s", top, "-o", str(image), *files], workdir, timeout, "iverilog")
@@ -115,7 +115,7 @@ def run_verilator(sources, top: str, workdir, timeout: float = 600) -> SimResult
             f"verilator {need} or newer (--binary, --timing); install a newer one "
             "(`apt-get install verilator` on Debian 12 gives 5.006)."
         )
-    workdir = Path(workdir)
+    workdir = Path(workdir).resolve()
     obj = workdir / f"obj_{top}"
     files = [str(Path(s).resolve()) for s in sources]
     cmd = [
