@@ -357,8 +357,12 @@ def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseli
     dropout = getattr(args, "retrain_dropout", None)
     saved = set_dropout(model, dropout) if dropout is not None else {}
     history = {}
+    distill = getattr(args, "distill", None)
+    kd = {}
+    if distill is not None:  # the float model teaches: soft targets at temperature T
+        kd = {"teacher": float_model, "distill_T": distill[0], "distill_alpha": distill[1]}
     if epochs > 0:
-        history = retrain_(model, config, data, lr_schedule=args.lr_schedule, progress=False)
+        history = retrain_(model, config, data, lr_schedule=args.lr_schedule, progress=False, **kd)
     for module, p in saved.items():  # dropout is the identity at inference either way
         module.p = p
     # Accuracy on the family before the coefficients are quantized, then code (no retraining).
@@ -383,6 +387,7 @@ def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseli
         "epochs": epochs,
         "mode": mode,
         "init": init,
+        "distill": list(distill) if distill is not None else None,
     }
 
 
@@ -596,6 +601,14 @@ def main(argv=None):
         default="float",
         help="retrain from the projected float model, or from scaled random coefficients",
     )
+    parser.add_argument(
+        "--distill",
+        type=_distill_arg,
+        default=None,
+        metavar="T,ALPHA",
+        help="retrain with knowledge distillation from the float model: temperature T, "
+        "weight ALPHA of the soft-target loss (e.g. 4,0.7); default off",
+    )
     parser.add_argument("--float-path", default=None, help="save the float CNN here")
     parser.add_argument(
         "--wait-float", action="store_true", help="load the float CNN from --float-path instead"
@@ -661,6 +674,18 @@ def main(argv=None):
     path.write_text(json.dumps(results, indent=1, default=_json_default))
     print(f"wrote {path}")
     print(render_markdown(results))
+
+
+def _distill_arg(text: str) -> tuple[float, float]:
+    try:
+        t, alpha = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--distill wants T,ALPHA (e.g. 4,0.7); got {text!r}"
+        ) from None
+    if not (t > 0 and 0 < alpha <= 1):
+        raise argparse.ArgumentTypeError(f"--distill needs T > 0 and 0 < ALPHA <= 1; got {text!r}")
+    return t, alpha
 
 
 def render_markdown(results: dict) -> str:

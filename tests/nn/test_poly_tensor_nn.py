@@ -70,6 +70,30 @@ def test_conv_with_few_moments_mixes_basis_maps_exactly():
     assert layer.coefs.grad is not None and layer.coefs.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("stride_padding", [(1, 0), (2, 1)])
+def test_channel_separable_conv_forms_moments_channels_first_exactly(stride_padding):
+    # (channels, kernel rows, kernel columns) with a linear channel factor: the layer takes
+    # the channels-first path (1x1 conv, then grouped tap kernels) and still equals the
+    # conv with the projected weight; intervals of 4 channels give 2 x 3 = 6 channel moments.
+    stride, padding = stride_padding
+    torch.manual_seed(4)
+    conv = nn.Conv2d(12, 16, 3, stride=stride, padding=padding)
+    layout = pt.make_tensor_layout((16, 12, 3, 3), ((4, 1), None, None), (8, 1))
+    layer = TensorPolyLayer(conv, layout)
+    assert layer.separable
+    x = torch.randn(2, 12, 9, 9)
+    w = torch.as_tensor(
+        pt.project(conv.weight.detach().double().numpy(), layout), dtype=torch.float32
+    )
+    expected = nn.functional.conv2d(x, w, conv.bias, stride=stride, padding=padding)
+    torch.testing.assert_close(layer(x), expected, atol=1e-4, rtol=1e-4)
+    layer.separable = False  # the general path gives the same maps
+    torch.testing.assert_close(layer(x), expected, atol=1e-4, rtol=1e-4)
+    # Free channels (nothing to reduce) keep the general path.
+    free = pt.make_tensor_layout((16, 12, 3, 3), (None, (None, 1), None), (8, 1))
+    assert not TensorPolyLayer(conv, free).separable
+
+
 @pytest.mark.parametrize(
     ("mode", "init"), [("project", "float"), ("reparam", "float"), ("reparam", "scratch")]
 )

@@ -275,3 +275,98 @@ def test_train_or_load_refuses_a_corrupt_cache_file(tmp_path, digits):
     info["path"].write_bytes(b"broken")
     with pytest.raises(ValueError, match="cached model .* is corrupt"):
         train_or_load("mlp", "digits", dataset=digits, **kwargs)
+
+
+# ---------------------------------------------------------------- knowledge distillation
+
+
+def test_distillation_loss_matches_its_formula():
+    gen = torch.Generator().manual_seed(0)
+    s, t = torch.randn(6, 5, generator=gen), torch.randn(6, 5, generator=gen)
+    y = torch.tensor([0, 1, 2, 3, 4, 0])
+    T, alpha = 3.0, 0.4
+    p_t = torch.softmax(t / T, dim=1)
+    kl = (p_t * (p_t.log() - torch.log_softmax(s / T, dim=1))).sum(dim=1).mean()
+    expected = (1 - alpha) * torch.nn.functional.cross_entropy(s, y) + alpha * T * T * kl
+    got = train.distillation_loss(s, y, t, T, alpha)
+    assert torch.allclose(got, expected, atol=1e-6)
+    # A student equal to its teacher has zero soft loss: only the hard part is left.
+    same = train.distillation_loss(t, y, t, T, 1.0)
+    assert abs(float(same)) < 1e-6
+
+
+def test_fit_with_teacher_is_deterministic_and_differs_from_plain_training(small):
+    teacher = _model(seed=3)
+    fit(teacher, small, epochs=2, batch_size=64, progress=False)
+    runs = []
+    for _ in range(2):
+        model = _model()
+        fit(model, small, epochs=2, batch_size=64, progress=False, teacher=teacher,
+            distill_T=2.0, distill_alpha=0.7)  # fmt: skip
+        runs.append(_weights(model))
+    assert _same(*runs)
+    plain = _model()
+    fit(plain, small, epochs=2, batch_size=64, progress=False)
+    assert not _same(runs[0], _weights(plain))
+    # Precomputed teacher logits give the same run as the teacher model.
+    with torch.no_grad():
+        logits = teacher(torch.as_tensor(small.x_train, dtype=torch.float32))
+    table = _model()
+    fit(table, small, epochs=2, batch_size=64, progress=False, teacher=logits,
+        distill_T=2.0, distill_alpha=0.7)  # fmt: skip
+    assert _same(runs[0], _weights(table))
+
+
+def test_distillation_uses_the_teacher_loss(small, monkeypatch):
+    calls = []
+    real = train.distillation_loss
+
+    def spy(*args):
+        calls.append(args[3:])
+        return real(*args)
+
+    monkeypatch.setattr(train, "distillation_loss", spy)
+    teacher = _model(seed=3)
+    fit(_model(), small, epochs=1, batch_size=100, progress=False, teacher=teacher,
+        distill_T=5.0, distill_alpha=0.25)  # fmt: skip
+    assert calls == [(5.0, 0.25)] * 4
+    calls.clear()
+    fit(_model(), small, epochs=1, batch_size=100, progress=False)
+    assert calls == []
+
+
+def test_distillation_with_augment_runs_the_teacher_per_batch(small):
+    seen = []
+
+    class Teacher(nn.Module):
+        def forward(self, x):
+            seen.append(x.shape[0])
+            return torch.zeros(x.shape[0], 10)
+
+    fit(_model(), small, epochs=1, batch_size=100, progress=False, teacher=Teacher(),
+        augment=lambda x: x + 0.0)  # fmt: skip
+    assert seen == [100] * 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"teacher": "model"}, "teacher must be"),
+        ({"teacher": torch.zeros(3, 10)}, "teacher logits must have shape"),
+        ({"teacher": torch.zeros(400, 10), "distill_T": 0}, "distill_T"),
+        ({"teacher": torch.zeros(400, 10), "distill_alpha": 1.5}, "distill_alpha"),
+    ],
+)
+def test_bad_distillation_settings_are_explained(small, kwargs, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        fit(_model(), small, epochs=1, progress=False, **kwargs)
+
+
+def test_distillation_settings_are_part_of_the_checkpoint(small, tmp_path):
+    ck = tmp_path / "kd.safetensors"
+    teacher = torch.zeros(400, 10)
+    fit(_model(), small, epochs=1, progress=False, checkpoint=ck, teacher=teacher,
+        distill_alpha=0.5)  # fmt: skip
+    with pytest.raises(ValueError, match="distill"):
+        fit(_model(), small, epochs=2, progress=False, checkpoint=ck, teacher=teacher,
+            distill_alpha=0.9)  # fmt: skip

@@ -74,6 +74,21 @@ class TensorPolyLayer(nn.Module):
         q_out, q_in = orthonormal_bases(layout)
         self.register_buffer("q_out", q_out)
         self.register_buffer("q_in", q_in)
+        self.separable = False
+        if self.conv and _channel_separable(layout, module.weight.shape):
+            # Q_in = kron(Q_channels, Q_taps): channel moments first (a 1x1 conv), then the
+            # tap basis kernels per moment map (a grouped conv): the same z, far less work.
+            self.separable = True
+            c, kh, kw = layout.in_shape
+            q_c = torch.as_tensor(_orthonormal(layout.ins[0]), dtype=torch.float32)
+            q_k = torch.as_tensor(
+                np.kron(_orthonormal(layout.ins[1]), _orthonormal(layout.ins[2])),
+                dtype=torch.float32,
+            )
+            m_c, m_k = q_c.shape[1], q_k.shape[1]
+            self.register_buffer("k_channels", q_c.t().reshape(m_c, c, 1, 1).contiguous())
+            taps = q_k.t().reshape(m_k, 1, kh, kw).repeat(m_c, 1, 1, 1).contiguous()
+            self.register_buffer("k_taps", taps)
         w = module.weight.detach().float().reshape(module.weight.shape[0], -1)
         self.coefs = nn.Parameter(q_out.t() @ w @ q_in)  # the projection of the current W
         self.bias_degree = bias_degree
@@ -113,10 +128,14 @@ class TensorPolyLayer(nn.Module):
             if moments < self.layout.shape[0]:
                 # Fewer moment maps than filters: convolve with the M basis kernels, then mix
                 # (the reuse of the hardware; same result, far less work).
-                basis = self.q_in.t().reshape(moments, *self.layout.shape[1:])
-                z = F.conv2d(x, basis, None, *args)
-                y = torch.einsum("nmhw,fm->nfhw", z, self.q_out @ self.coefs)
-                return y if bias is None else y + bias[:, None, None]
+                if self.separable:
+                    xc = F.conv2d(x, self.k_channels)
+                    z = F.conv2d(xc, self.k_taps, None, *args, groups=self.k_channels.shape[0])
+                else:
+                    basis = self.q_in.t().reshape(moments, *self.layout.shape[1:])
+                    z = F.conv2d(x, basis, None, *args)
+                mix = (self.q_out @ self.coefs)[:, :, None, None]  # a 1x1 conv mixes the maps
+                return F.conv2d(z, mix, bias)
             w = self.weight_matrix().reshape(self.layout.shape)
             return F.conv2d(x, w, bias, *args)
         y = ((x @ self.q_in) @ self.coefs.t()) @ self.q_out.t()
@@ -127,6 +146,14 @@ class TensorPolyLayer(nn.Module):
         module.weight.copy_(self.weight_matrix().reshape(module.weight.shape))
         if module.bias is not None:
             module.bias.copy_(self.bias_vector())
+
+
+def _channel_separable(layout: pt.TensorLayout, shape) -> bool:
+    """A conv family whose fan-in factors are (channels, kernel rows, kernel columns) with
+    fewer channel moments than channels: its moment maps can be formed channels first."""
+    if len(layout.ins) != 3 or tuple(layout.in_shape) != tuple(shape[1:]):
+        return False
+    return _orthonormal(layout.ins[0]).shape[1] < layout.in_shape[0]
 
 
 @torch.no_grad()

@@ -44,7 +44,14 @@ LR_SCHEDULES = (None, "cosine")
 CHECKPOINT_FORMAT = "fewops-train-checkpoint-1"
 HISTORY_KEYS = ("epoch", "loss", "train_accuracy", "test_accuracy", "lr", "seconds")
 
-__all__ = ["evaluate", "fit", "load_checkpoint", "save_checkpoint", "train_or_load"]
+__all__ = [
+    "distillation_loss",
+    "evaluate",
+    "fit",
+    "load_checkpoint",
+    "save_checkpoint",
+    "train_or_load",
+]
 
 Regularizer = Callable[[nn.Module], torch.Tensor]
 AfterStep = Callable[[nn.Module], None]
@@ -66,6 +73,8 @@ class _Run:
     regularizer: Regularizer | None
     after_step: AfterStep | None
     augment: Augment | None
+    distill_T: float = 4.0
+    distill_alpha: float = 0.0
 
     def config(self, world_size: int) -> dict:
         """The settings a checkpoint must share with a run that resumes it."""
@@ -81,6 +90,9 @@ class _Run:
         }
         if self.lr_schedule is not None:
             config["epochs"] = self.epochs  # the schedule's shape depends on the total
+        if self.distill_alpha > 0:  # only then, so older checkpoints still resume
+            config["distill_T"] = self.distill_T
+            config["distill_alpha"] = self.distill_alpha
         return config
 
     def lr_at(self, epoch: int) -> float:
@@ -131,6 +143,9 @@ def fit(
     augment: Augment | None = None,
     device: torch.device | str | None = None,
     num_threads: int | None = None,
+    teacher: nn.Module | np.ndarray | torch.Tensor | None = None,
+    distill_T: float = 4.0,
+    distill_alpha: float = 0.5,
 ) -> dict[str, list]:
     """Train ``model`` in place on ``dataset.x_train``/``y_train`` with cross-entropy.
 
@@ -147,6 +162,14 @@ def fit(
     ``num_threads`` sets torch's intra-op threads for the call (restored afterwards); None
     keeps the current setting. Small models on a busy machine train much faster with 1.
 
+    Knowledge distillation: with ``teacher`` (a model, or its logits on ``x_train`` as an
+    (N, classes) array) each batch's loss is ``(1 - distill_alpha) * cross_entropy +
+    distill_alpha * distill_T**2 * KL(softmax(teacher / T) || softmax(student / T))`` (Hinton
+    et al. 2015; the T**2 keeps the soft-target gradients on the scale of the hard ones).
+    Without ``augment`` a teacher model runs once over ``x_train`` in eval mode before
+    training (its logits are reused every epoch); with ``augment`` it runs on every augmented
+    batch. ``teacher=None`` (the default) trains on the labels alone, as before.
+
     Returns the history: per epoch "epoch", "loss", "train_accuracy", "test_accuracy" (None
     without test data), "lr", "seconds".
     """
@@ -160,6 +183,24 @@ def fit(
         raise ValueError(f"lr must be a positive number, got {lr!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+    if teacher is not None and not isinstance(teacher, nn.Module | np.ndarray | torch.Tensor):
+        raise TypeError(
+            f"teacher must be a torch.nn.Module or an array of its training-set logits, got "
+            f"{type(teacher).__name__}."
+        )
+    if teacher is not None:
+        if (
+            isinstance(distill_T, bool)
+            or not isinstance(distill_T, int | float)
+            or not (distill_T > 0)
+        ):
+            raise ValueError(f"distill_T must be a positive number, got {distill_T!r}.")
+        if (
+            isinstance(distill_alpha, bool)
+            or not isinstance(distill_alpha, int | float)
+            or not (0 < distill_alpha <= 1)
+        ):
+            raise ValueError(f"distill_alpha must be in (0, 1], got {distill_alpha!r}.")
     run = _Run(
         epochs=_positive("epochs", epochs),
         lr=float(lr),
@@ -172,6 +213,8 @@ def fit(
         regularizer=regularizer,
         after_step=after_step,
         augment=augment,
+        distill_T=float(distill_T),
+        distill_alpha=float(distill_alpha) if teacher is not None else 0.0,
     )
     arrays = _training_arrays(dataset)
     previous_threads = torch.get_num_threads()
@@ -179,16 +222,19 @@ def fit(
         torch.set_num_threads(_positive("num_threads", num_threads))
     try:
         checkpoint = None if checkpoint is None else Path(checkpoint)
-        return _train(model, arrays, run, checkpoint, resume, progress, device)
+        return _train(model, arrays, run, checkpoint, resume, progress, device, teacher)
     finally:
         if num_threads is not None:
             torch.set_num_threads(previous_threads)
 
 
-def _train(model, arrays, run: _Run, checkpoint, resume, progress, device) -> dict[str, list]:
+def _train(
+    model, arrays, run: _Run, checkpoint, resume, progress, device, teacher=None
+) -> dict[str, list]:
     x_train, y_train, x_test, y_test = arrays
     device = _resolve_device(model, device)
     model.to(device)
+    soft = _Teacher(teacher, x_train, run, device) if teacher is not None else None
     ctx = setup_from_env(device)
     config = run.config(ctx.world_size)
     opt = _make_optimizer(model, run)
@@ -226,7 +272,7 @@ def _train(model, arrays, run: _Run, checkpoint, resume, progress, device) -> di
             sampler.set_epoch(epoch)
             order = torch.tensor(list(sampler), dtype=torch.int64)
             bar.set_description(f"epoch {epoch + 1}/{run.epochs}")
-            loss_sum, correct = _run_epoch(net, model, opt, x_train, y_train, order, run, bar)
+            loss_sum, correct = _run_epoch(net, model, opt, x_train, y_train, order, run, bar, soft)
             broadcast_module_state(ctx, model)
             test_accuracy = _sharded_accuracy(ctx, model, x_test, y_test, device)
             loss_sum, correct, seen = sum_across(ctx, [loss_sum, correct, len(order)], device)
@@ -248,7 +294,9 @@ def _train(model, arrays, run: _Run, checkpoint, resume, progress, device) -> di
     return history
 
 
-def _run_epoch(net, model, opt, x_train, y_train, order, run: _Run, bar) -> tuple[float, float]:
+def _run_epoch(
+    net, model, opt, x_train, y_train, order, run: _Run, bar, soft=None
+) -> tuple[float, float]:
     """One pass over ``order``; returns (summed loss, number correct) for this process."""
     device = _resolve_device(model, None)
     model.train()
@@ -261,6 +309,10 @@ def _run_epoch(net, model, opt, x_train, y_train, order, run: _Run, bar) -> tupl
             xb = run.augment(xb)
         logits = net(xb)
         loss = F.cross_entropy(logits, yb)
+        if soft is not None:
+            loss = distillation_loss(
+                logits, yb, soft.logits(index, xb), run.distill_T, run.distill_alpha
+            )
         if run.regularizer is not None:
             loss = loss + _check_penalty(run.regularizer(model))
         opt.zero_grad(set_to_none=True)
@@ -353,6 +405,69 @@ def load_checkpoint(
                 f"The optimizer state in checkpoint {path} does not fit this optimizer ({exc})."
             ) from exc
     return epoch, history
+
+
+def distillation_loss(
+    logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor, T: float, alpha: float
+) -> torch.Tensor:
+    """``(1 - alpha) * CE(logits, labels) + alpha * T**2 * KL(p_teacher,T || p_student,T)``,
+    averaged over the batch."""
+    hard = F.cross_entropy(logits, labels)
+    if alpha <= 0:
+        return hard
+    soft = F.kl_div(
+        F.log_softmax(logits / T, dim=1),
+        F.log_softmax(teacher_logits.to(logits.dtype) / T, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return (1.0 - alpha) * hard + alpha * (T * T) * soft
+
+
+class _Teacher:
+    """Teacher logits per batch: precomputed once over x_train, or computed per (augmented)
+    batch when the batches are transformed."""
+
+    def __init__(self, teacher, x_train: torch.Tensor, run: _Run, device) -> None:
+        self.model = None
+        self.table = None
+        if isinstance(teacher, nn.Module):
+            if run.augment is not None:
+                self.model = teacher
+            else:
+                self.table = _teacher_logits(teacher, x_train, device)
+        else:
+            table = _as_tensor(teacher, torch.float32)
+            if table.ndim != 2 or table.shape[0] != len(x_train):
+                raise ValueError(
+                    f"teacher logits must have shape (number of training samples, classes) = "
+                    f"({len(x_train)}, classes); got {tuple(table.shape)}."
+                )
+            if run.augment is not None:
+                raise ValueError(
+                    "Precomputed teacher logits cannot follow augmented batches; pass the "
+                    "teacher model instead."
+                )
+            self.table = table.to(device)
+
+    def logits(self, index: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+        if self.table is not None:
+            return self.table[index.to(self.table.device)]
+        return _teacher_logits(self.model, xb, xb.device)
+
+
+@torch.no_grad()
+def _teacher_logits(teacher: nn.Module, x: torch.Tensor, device, batch_size: int = 512):
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        parts = [
+            teacher(x[start : start + batch_size].to(device)).float()
+            for start in range(0, x.shape[0], batch_size)
+        ]
+    finally:
+        teacher.train(was_training)
+    return torch.cat(parts)
 
 
 # ---------------------------------------------------------------- helpers
