@@ -35,7 +35,7 @@ from fewops.nn.lcc import LCCConfig, _positions
 from fewops.nn.train import evaluate, fit
 
 
-def _split(data, seed: int, train_samples: int | None):
+def _split(data, seed: int, train_samples: int | None, search_samples: int | None = None):
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(data.y_train))
     n_val = len(order) // 10
@@ -43,6 +43,8 @@ def _split(data, seed: int, train_samples: int | None):
     if train_samples is not None:
         train = train[:train_samples]
         val = val[: max(1000, train_samples // 10)]
+    if search_samples is not None:  # from the same held-out 10%: the training split is unchanged
+        val = order[: min(search_samples, n_val)]
     sub = copy.copy(data)
     object.__setattr__(sub, "x_train", data.x_train[train])
     object.__setattr__(sub, "y_train", data.y_train[train])
@@ -76,7 +78,7 @@ def csd_baseline(model, data, tolerance=0.005, max_bits=12):
 def run_trained(args, model_name, model_opts):
     torch.manual_seed(args.seed)
     data = load(args.data, seed=args.seed)
-    train, val = _split(data, args.seed, args.train_samples)
+    train, val = _split(data, args.seed, args.train_samples, args.search_samples)
     model = build(model_name, data.input_shape, data.num_classes, **model_opts)
     t0 = time.perf_counter()
     cache = Path(args.cache) / (
@@ -123,8 +125,15 @@ def run_trained(args, model_name, model_opts):
         db_max=args.db_max,
         db_step=args.db_step,
         seed=args.seed,
+        prune_cache=args.prune_cache,
+        code_finetune_epochs=args.code_finetune_epochs,
+        code_groups=args.code_groups,
+        code_finetune_lr=args.code_finetune_lr,
+        code_finetune_slack=args.code_finetune_slack,
+        max_rounds=args.max_rounds,
     )
     t0 = time.perf_counter()
+    load_start = os.getloadavg()
     compress_(coded, cfg, data=train, validation=val)
     lcc_s = time.perf_counter() - t0
     stages = coded.fewops_stages
@@ -148,6 +157,8 @@ def run_trained(args, model_name, model_opts):
         "train_seconds": round(train_s, 1),
         "float_model_cached": cached,
         "pipeline_seconds": round(lcc_s, 1),
+        "loadavg_pipeline_start": load_start,
+        "loadavg_pipeline_end": os.getloadavg(),
         "stages": stages,
     }
     print(
@@ -220,6 +231,12 @@ def main(argv=None):
         "--schedule", choices=("cosine", "constant"), default="cosine", help="float training"
     )
     p.add_argument("--train-samples", type=int, default=None)
+    p.add_argument(
+        "--search-samples",
+        type=int,
+        default=None,
+        help="held-out search set size (default: all 10%%, or max(1000, train/10) with --train-samples)",
+    )
     p.add_argument("--algorithm", default="dmp")
     p.add_argument("--tolerance", type=float, default=0.005)
     p.add_argument("--prune-lambda", type=float, default=0.35)  # the documented MLP preset
@@ -231,6 +248,21 @@ def main(argv=None):
     p.add_argument(
         "--prune-absolute", action="store_true", help="one group-lasso threshold for all layers"
     )
+    p.add_argument(
+        "--prune-cache", default=None, help="folder for pruned models (default: <cache>/pruned)"
+    )
+    p.add_argument(
+        "--code-finetune-epochs",
+        type=int,
+        default=0,
+        help="progressive coding: epochs of fine-tuning after each coded group (0: off)",
+    )
+    p.add_argument("--code-groups", type=int, default=None, help="progressive coding groups")
+    p.add_argument("--code-finetune-lr", type=float, default=None)
+    p.add_argument(
+        "--code-finetune-slack", type=float, default=0.01, help="accuracy fraction (0.01 = 1 pt)"
+    )
+    p.add_argument("--max-rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 is best under load)")
     p.add_argument("--no-share", action="store_true")
     p.add_argument("--db-min", type=float, default=8.0)
@@ -240,6 +272,8 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.prune_cache is None:
+        args.prune_cache = str(Path(args.cache) / "pruned")
     load_at_start = os.getloadavg()
     if args.threads is not None:
         torch.set_num_threads(args.threads)

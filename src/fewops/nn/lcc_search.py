@@ -1,0 +1,172 @@
+"""The LCC pipeline's SQNR search on the noise proxy, and the coding of layers in parallel."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import torch
+from torch import nn
+
+from fewops.codes import csd
+from fewops.codes.share import share_and_decompose
+from fewops.nn.lcc_config import LCCConfig
+
+
+def _positions(model: nn.Module, names: list[str], sample: torch.Tensor) -> dict[str, int]:
+    """Output positions per layer (1 for Linear, H*W of the output for Conv2d)."""
+    out: dict[str, int] = {}
+    hooks = []
+    for name in names:
+        module = model.get_submodule(name)
+
+        def hook(mod, inp, res, name=name):
+            out[name] = int(np.prod(res.shape[2:])) if res.dim() > 2 else 1
+
+        hooks.append(module.register_forward_hook(hook))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(sample[:1])
+    finally:
+        model.train(was)
+        for h in hooks:
+            h.remove()
+    return out
+
+
+def _set_weight(module: nn.Module, w: np.ndarray) -> None:
+    t = torch.as_tensor(w, dtype=module.weight.dtype, device=module.weight.device)
+    module.weight.data = t.reshape(module.weight.shape)
+
+
+def _accuracy(model, x, y) -> float:
+    from fewops.nn.train import evaluate
+
+    return float(evaluate(model, x, y))
+
+
+def csd_adds(w: np.ndarray, bits: int) -> int:
+    """Dense CSD adds of W at ``bits`` bits (per output position)."""
+    if not np.any(w):
+        return 0
+    return csd.adds_for_integer_matrix(csd.quantize(w, bits)[0])
+
+
+class _Swapper:
+    """Temporarily replace layer weights (restored on exit)."""
+
+    def __init__(self, model, modules: dict[str, nn.Module]):
+        self.model, self.modules = model, modules
+        self.saved = {n: m.weight.data.clone() for n, m in modules.items()}
+
+    def set(self, weights: dict[str, np.ndarray]) -> None:
+        for n, w in weights.items():
+            _set_weight(self.modules[n], w)
+
+    def restore(self) -> None:
+        for n, m in self.modules.items():
+            m.weight.data = self.saved[n].clone()
+
+
+def _noisy(w: np.ndarray, db: float, seed: int) -> np.ndarray:
+    """W plus i.i.d. Gaussian noise at SQNR ``db`` on its nonzero columns (zero ones stay 0)."""
+    cols = np.any(w != 0, axis=0)
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal(w.shape) * cols
+    scale = np.linalg.norm(w) * 10 ** (-db / 20) / max(np.linalg.norm(noise), 1e-300)
+    return w + scale * noise
+
+
+def search_levels(
+    model, mats: dict[str, np.ndarray], cost: dict[str, float], x, y, floor: float, cfg: LCCConfig
+) -> tuple[dict[str, float], list[dict]]:
+    """Per-layer SQNR on the noise proxy: lowest uniform level, then layer by layer.
+
+    Only the layers in ``mats`` get noise; the others keep their current weights.
+    """
+    swap = _Swapper(model, {n: model.get_submodule(n) for n in mats})
+    trials: list[dict] = []
+    seeds = {n: cfg.seed * 7919 + i for i, n in enumerate(mats)}
+
+    def acc(levels: dict[str, float]) -> float:
+        swap.set({n: _noisy(mats[n], levels[n], seeds[n]) for n in mats})
+        a = _accuracy(model, x, y)
+        trials.append({"levels": dict(levels), "accuracy": a})
+        return a
+
+    grid = np.arange(cfg.db_max, cfg.db_min - 1e-9, -cfg.db_step)
+    try:
+        levels = dict.fromkeys(mats, float(cfg.db_max))
+        for d in grid:
+            trial = dict.fromkeys(mats, float(d))
+            if acc(trial) >= floor:
+                levels = trial
+            else:
+                break
+        for n in sorted(mats, key=lambda k: -cost[k]):
+            while levels[n] - cfg.db_step >= cfg.db_min - 1e-9:
+                trial = dict(levels, **{n: levels[n] - cfg.db_step})
+                if acc(trial) >= floor:
+                    levels = trial
+                else:
+                    break
+    finally:
+        swap.restore()
+    return levels, trials
+
+
+def _code_job(args):
+    name, w, db, kwargs = args
+    t0 = time.perf_counter()
+    try:
+        coded = share_and_decompose(w, db, **kwargs)
+    except ValueError as exc:
+        raise ValueError(
+            f"LCC of layer {name!r} ({w.shape[0]}x{w.shape[1]}) failed: {exc}"
+        ) from exc
+    return name, coded, time.perf_counter() - t0
+
+
+def code_layers(
+    mats: dict[str, np.ndarray], levels: dict[str, float], cfg: LCCConfig
+) -> tuple[dict, dict[str, float]]:
+    """Share + LCC each layer at its level; layers run in ``cfg.workers`` processes."""
+    kwargs = {
+        "share_margin_db": cfg.share_margin_db if cfg.share else None,
+        "algorithm": cfg.algorithm,
+        "S": cfg.S,
+        "mem": cfg.mem,
+        "slice_width": cfg.slice_width,
+        "seed": cfg.seed,
+        "workers": 1,
+        "reference_bits": cfg.csd_bits,
+    }
+    jobs = [(n, mats[n], levels[n], kwargs) for n in sorted(mats, key=lambda k: -mats[k].size)]
+    workers = (os.cpu_count() or 1) if cfg.workers is None else int(cfg.workers)
+    workers = max(1, min(workers, len(jobs)))
+    if workers == 1:
+        results = [_code_job(j) for j in jobs]
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            results = list(pool.map(_code_job, jobs))
+    return {n: c for n, c, _ in results}, {n: s for n, _, s in results}
+
+
+def _jsonable(value):
+    """Non-finite floats (an exact layer's SQNR is inf) become None; numpy scalars Python ones."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,236 @@
+"""Training stages of the LCC pipeline: cached group-lasso pruning and progressive coding.
+
+*Progressive coding* (``LCCConfig(code_finetune_epochs=k)``) codes the layers group by group in
+model order. After each group is coded its weights are frozen, and whatever is still float (the
+later layers, every bias, normalisation parameters) is fine-tuned for k epochs, so the next
+groups and the biases absorb the coding error. Each group is searched on the noise proxy with
+the earlier groups already coded, so a layer can run at a lower SQNR than it could if every
+layer were coded at once. Masked (zero) input groups of float layers are kept at zero.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fewops.nn.coded import layer_matrix
+from fewops.nn.lcc_config import LCCConfig
+from fewops.nn.lcc_search import _accuracy, _set_weight, code_layers, search_levels
+
+# -- pruning, with an optional cache ----------------------------------------------------------
+
+
+def _prune_key(model: nn.Module, data, names: list[str], cfg: LCCConfig) -> str:
+    """Hash of everything the pruned model depends on: weights, training set, settings."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(str(tuple(v.shape)).encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    for arr in (data.x_train, data.y_train):
+        a = np.ascontiguousarray(np.asarray(arr))
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    settings = {
+        "lambda": cfg.prune_lambda,
+        "epochs": cfg.prune_epochs,
+        "finetune": cfg.finetune_epochs,
+        "lr": cfg.lr,
+        "relative": cfg.prune_relative,
+        "seed": cfg.seed,
+        "names": list(names),
+    }
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    return h.hexdigest()[:20]
+
+
+def _adopt(model: nn.Module, other: nn.Module) -> None:
+    """Make ``model`` (in place) the module ``other``: its children, parameters and buffers."""
+    for name in list(model._modules):
+        if name not in other._modules:
+            del model._modules[name]
+    for name, child in other.named_children():
+        setattr(model, name, child)
+    for name, p in other._parameters.items():
+        model._parameters[name] = p
+    for name, b in other._buffers.items():
+        model._buffers[name] = b
+
+
+def prune_stage(model: nn.Module, data, names: list[str], cfg: LCCConfig) -> tuple[dict, bool]:
+    """Group-lasso pruning of ``names`` in place; (PruneReport dict, whether it was cached)."""
+    from fewops.nn.prune import prune_by_group_lasso
+
+    path = None
+    if cfg.prune_cache is not None:
+        path = Path(cfg.prune_cache) / f"pruned-{_prune_key(model, data, names, cfg)}.pt"
+        if path.exists():
+            saved = torch.load(path, weights_only=False)
+            _adopt(model, saved["model"])
+            return saved["report"], True
+    pr = prune_by_group_lasso(
+        model,
+        data,
+        lam=cfg.prune_lambda,
+        epochs=cfg.prune_epochs,
+        lr=cfg.lr,
+        finetune_epochs=cfg.finetune_epochs,
+        names=names,
+        seed=cfg.seed,
+        progress=cfg.progress,
+        relative=cfg.prune_relative,
+        fit_options={"num_threads": cfg.train_threads},
+    ).to_dict()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"model": model, "report": pr}, tmp)
+        os.replace(tmp, path)
+    return pr, False
+
+
+# -- progressive coding -------------------------------------------------------------------------
+
+
+def code_groups(names: list[str], groups: int | None) -> list[list[str]]:
+    """``names`` (model order) in ``groups`` contiguous groups of near-equal size (None: 1 each)."""
+    if groups is None or groups >= len(names):
+        return [[n] for n in names]
+    return [list(g) for g in np.array_split(np.array(names, dtype=object), groups) if len(g)]
+
+
+def _finetune(model: nn.Module, data, float_names: list[str], cfg: LCCConfig, seed: int) -> bool:
+    """Fine-tune the trainable parameters; zero groups of float layers stay zero."""
+    from fewops.nn.prune import KeepZero, zero_groups
+    from fewops.nn.train import fit
+
+    if cfg.code_finetune_epochs == 0 or not any(p.requires_grad for p in model.parameters()):
+        return False
+    masks = {}
+    if float_names:
+        masks = {n: z for n, z in zero_groups(model, 0.0, float_names).items() if bool(z.any())}
+    fit(
+        model,
+        data,
+        epochs=cfg.code_finetune_epochs,
+        lr=cfg.code_finetune_lr or cfg.lr,
+        seed=seed,
+        progress=cfg.progress,
+        after_step=KeepZero(masks) if masks else None,
+        lr_schedule="cosine",
+        num_threads=cfg.train_threads,
+    )
+    return True
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def code_progressively(
+    model: nn.Module,
+    names: list[str],
+    positions: dict[str, int],
+    data,
+    x,
+    y,
+    float_acc: float,
+    cfg: LCCConfig,
+) -> tuple[dict, dict, dict, dict, float, dict]:
+    """Code ``names`` group by group with fine-tuning in between (see the module docstring).
+
+    Returns (coded, seconds, levels, matrices at coding time, final search-set accuracy,
+    report). The weights of the coded layers are left set to their decoded matrices and
+    frozen; the caller swaps in the coded modules.
+    """
+    modules = {n: model.get_submodule(n) for n in names}
+    keep_floor = float_acc - cfg.proxy_share * cfg.tolerance
+    final_floor = float_acc - cfg.tolerance
+    groups = code_groups(names, cfg.code_groups)
+    coded_all: dict = {}
+    seconds_all: dict = {}
+    levels_all: dict = {}
+    mats_all: dict = {}
+    group_reports = []
+    acc = _accuracy(model, x, y)  # after pruning, if any
+    t_stage = time.perf_counter()
+    for gi, group in enumerate(groups):
+        last = gi == len(groups) - 1
+        later = [n for g in groups[gi + 1 :] for n in g]
+        mats = {n: layer_matrix(modules[n]).numpy() for n in group}
+        cost = {n: mats[n].size * positions[n] for n in group}
+        # A group followed by fine-tuning may lose a little more before it; nothing follows
+        # the last one but the biases, so it gets the plain proxy floor.
+        # A group after which fine-tuning still follows is measured against the accuracy it
+        # starts from when that is already below the floor (pruning or an earlier group may
+        # have used the budget; the fine-tuning that follows can win it back).
+        start = min(keep_floor, acc - cfg.proxy_share * cfg.tolerance)
+        base = keep_floor if last else start
+        proxy_floor = base - (0.0 if last else cfg.code_finetune_slack)
+        t0 = time.perf_counter()
+        levels, trials = search_levels(model, mats, cost, x, y, proxy_floor, cfg)
+        entry = {
+            "layers": list(group),
+            "accuracy_before": acc,
+            "proxy_floor": proxy_floor,
+            "proxy_levels": dict(levels),
+            "proxy_trials": len(trials),
+            "proxy_seconds": round(time.perf_counter() - t0, 2),
+            "rounds": [],
+        }
+        floor = final_floor if last else start
+        before = _state(model)
+        best = None
+        for r in range(cfg.max_rounds):
+            t0 = time.perf_counter()
+            coded, seconds = code_layers(mats, levels, cfg)
+            for n in group:
+                _set_weight(modules[n], coded[n].matrix)
+                modules[n].weight.requires_grad_(False)
+            acc_coded = _accuracy(model, x, y)
+            tuned = _finetune(model, data, later, cfg, seed=cfg.seed + 1000 + 10 * gi + r)
+            acc = _accuracy(model, x, y)
+            adds = int(sum(coded[n].extra["adds"] * positions[n] for n in group))
+            entry["rounds"].append(
+                {
+                    "levels": dict(levels),
+                    "accuracy_coded": acc_coded,
+                    "accuracy": acc,
+                    "finetuned": tuned,
+                    "adds": adds,
+                    "seconds": round(time.perf_counter() - t0, 2),
+                }
+            )
+            key = (acc, -adds)
+            if best is None or acc >= floor or key > best[0]:
+                best = (key, coded, seconds, dict(levels), acc, _state(model))
+            if acc >= floor:
+                break
+            model.load_state_dict(before)
+            levels = {n: min(v + cfg.db_step, 200.0) for n, v in levels.items()}
+        _, coded, seconds, levels, acc, state = best
+        model.load_state_dict(state)
+        for n in group:
+            modules[n].weight.requires_grad_(False)
+        entry["accuracy"] = acc
+        entry["met"] = acc >= floor
+        group_reports.append(entry)
+        coded_all.update(coded)
+        seconds_all.update(seconds)
+        levels_all.update(levels)
+        mats_all.update(mats)
+    report = {
+        "epochs": cfg.code_finetune_epochs,
+        "lr": cfg.code_finetune_lr or cfg.lr,
+        "slack": cfg.code_finetune_slack,
+        "groups": group_reports,
+        "seconds": round(time.perf_counter() - t_stage, 2),
+    }
+    return coded_all, seconds_all, levels_all, mats_all, acc, report

@@ -1,0 +1,146 @@
+"""Progressive coding (fine-tuning between coded layer groups) and the pruned-model cache."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fewops.data import Dataset
+from fewops.nn.api import coded_layers, compress_
+from fewops.nn.lcc import LCCConfig, add_cli_args, config_from_args
+from fewops.nn.lcc_stages import code_groups
+from fewops.sim import evaluate as simulate
+
+
+def _data(n=600, seed=0):
+    rng = np.random.default_rng(seed)
+    proto = rng.uniform(0, 1, size=(3, 16)).astype(np.float32)
+    y = rng.integers(0, 3, size=n).astype(np.int64)
+    x = np.clip(proto[y] + 0.3 * rng.standard_normal((n, 16)), 0, 1).astype(np.float32)
+    x = x.reshape(n, 1, 4, 4)
+    return Dataset(
+        name="toy",
+        x_train=x[: n // 2],
+        y_train=y[: n // 2],
+        x_test=x[n // 2 :],
+        y_test=y[n // 2 :],
+        num_classes=3,
+        input_shape=(1, 4, 4),
+    )
+
+
+def _mlp(data, seed=0):
+    from fewops.nn.train import fit
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 12), nn.ReLU(), nn.Linear(12, 3)
+    )
+    fit(model, data, epochs=4, lr=1e-2, progress=False, seed=seed)
+    return model
+
+
+def test_code_groups_split_in_model_order():
+    names = ["a", "b", "c", "d", "e"]
+    assert code_groups(names, None) == [["a"], ["b"], ["c"], ["d"], ["e"]]
+    assert code_groups(names, 2) == [["a", "b", "c"], ["d", "e"]]
+    assert code_groups(names, 9) == [[n] for n in names]
+
+
+def test_progressive_coding_fine_tunes_the_float_rest_and_keeps_masked_columns_zero():
+    data = _data()
+    model = _mlp(data)
+    with torch.no_grad():
+        model[3].weight[:, 5] = 0  # a masked input group of a later layer: must stay unread
+    float_bias = model[1].bias.detach().clone()
+    float_w2 = model[3].weight.detach().clone()
+    cfg = LCCConfig(
+        workers=1, tolerance=0.03, db_max=30.0, db_step=4.0, code_finetune_epochs=1, lr=1e-2
+    )
+    compress_(model, cfg, data=data)
+    stages = model.fewops_stages
+    json.dumps(stages, allow_nan=False)
+    assert stages["search"]["mode"] == "progressive"
+    groups = stages["code_finetune"]["groups"]
+    assert [g["layers"] for g in groups] == [["1"], ["3"], ["5"]]
+    assert [n for n, _ in coded_layers(model)] == ["1", "3", "5"]
+    assert stages["tolerance_met"] is True
+    assert stages["accuracy"] >= stages["float_accuracy"] - 0.03
+    # biases of coded layers and the later float layers were trained after layer 1 was coded
+    assert not torch.equal(model[1].bias, float_bias)
+    layer3 = stages["lcc"]["layers"]["3"]
+    assert layer3["inputs_read"] <= 23
+    assert np.all(model[3].coded.matrix[:, 5] == 0)
+    # layer 3 was coded from its fine-tuned weights, not from the float ones
+    assert not np.allclose(model[3].coded.matrix, float_w2.double().numpy(), atol=1e-3)
+    for name, module in coded_layers(model):
+        g = module.coded.graph
+        x = np.random.default_rng(1).integers(-64, 64, size=(10, g.num_inputs))
+        y = simulate(g, x).astype(np.float64) * 2.0 ** (-g.output_scale)
+        assert np.array_equal(y, x @ module.coded.matrix.T), name
+        assert stages["lcc"]["layers"][name]["adds"] == module.coded.layer_cost(name).graph.adds
+
+
+def test_progressive_coding_needs_data_and_checks_its_options():
+    with pytest.raises(ValueError, match="code_finetune_epochs must be >= 0"):
+        LCCConfig(code_finetune_epochs=-1)
+    with pytest.raises(ValueError, match="code_groups must be None or >= 1"):
+        LCCConfig(code_groups=0)
+    with pytest.raises(ValueError, match="code_finetune_slack"):
+        LCCConfig(code_finetune_slack=2.0)
+    data = _data()
+    model = _mlp(data)
+    x = torch.as_tensor(data.x_test[:100])
+    y = torch.as_tensor(data.y_test[:100])
+    with pytest.raises(ValueError, match="Progressive coding .* needs data=dataset"):
+        compress_(model, LCCConfig(workers=1, code_finetune_epochs=1), validation=(x, y))
+
+
+def test_pruned_model_is_cached_and_reused(tmp_path):
+    data = _data()
+    base = _mlp(data)
+    cfg = LCCConfig(
+        workers=1,
+        target_db=20.0,
+        tolerance=0.9,
+        prune_lambda=0.4,
+        prune_epochs=2,
+        finetune_epochs=1,
+        lr=1e-2,
+        prune_cache=str(tmp_path),
+    )
+    first = _copy(base)
+    compress_(first, cfg, data=data)
+    assert first.fewops_stages["prune"]["cached"] is False
+    assert len(list(tmp_path.glob("pruned-*.pt"))) == 1
+    second = _copy(base)
+    compress_(second, cfg, data=data)
+    p1, p2 = first.fewops_stages["prune"], second.fewops_stages["prune"]
+    assert p2["cached"] is True
+    assert p2["params_after"] == p1["params_after"] < p1["params_before"]
+    assert second[3].in_features == first[3].in_features
+    assert np.array_equal(second[5].coded.matrix, first[5].coded.matrix)
+    # other settings (or other weights) miss the cache
+    third = _copy(base)
+    compress_(third, LCCConfig(**{**cfg.__dict__, "prune_lambda": 0.3}), data=data)
+    assert third.fewops_stages["prune"]["cached"] is False
+    assert len(list(tmp_path.glob("pruned-*.pt"))) == 2
+
+
+def _copy(model):
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def test_cli_progressive_options():
+    parser = argparse.ArgumentParser()
+    add_cli_args(parser)
+    args = ["--code-finetune-epochs", "2", "--code-groups", "3", "--code-finetune-slack", "0.5"]
+    cfg = config_from_args(parser.parse_args([*args, "--prune-cache", "/tmp/x"]))
+    assert cfg.code_finetune_epochs == 2 and cfg.code_groups == 3
+    assert cfg.code_finetune_slack == pytest.approx(0.005) and cfg.prune_cache == "/tmp/x"
+    assert config_from_args(parser.parse_args([])).code_finetune_epochs == 0
