@@ -75,6 +75,17 @@ def test_fixed_target_needs_no_data_and_meets_sqnr():
         assert layer["clusters"] == layer["inputs_read"]
 
 
+@pytest.mark.parametrize("algorithm", ["grow", "chain"])
+def test_every_matrix_algorithm_codes_a_network(algorithm):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 20), nn.ReLU(), nn.Linear(20, 4))
+    compress_(model, LCCConfig(target_db=30.0, workers=1, share=False, algorithm=algorithm))
+    for name, module in coded_layers(model):
+        layer = model.fewops_stages["lcc"]["layers"][name]
+        assert layer["sqnr_db"] >= 30.0
+        assert np.array_equal(module.coded.graph.matrix(), module.coded.matrix)
+
+
 def test_search_without_data_is_refused():
     model = nn.Sequential(nn.Linear(4, 2))
     with pytest.raises(ValueError, match="needs data: pass data=dataset"):

@@ -8,10 +8,12 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
+from fewops.codes.lcc.algorithms import ALGORITHMS as MATRIX_ALGORITHMS
 from fewops.nn.api import LayerSelection
 from fewops.nn.coded import CodedConv2d, CodedLinear
 
-ALGORITHMS = ("dmp", "rs", "fs", "mixed", "grow", "best")
+# Every matrix algorithm of fewops.lcc ("dmp", "rs", "fs", "mixed", "grow", "chain", "best").
+ALGORITHMS = tuple(MATRIX_ALGORITHMS)
 # Modules with weights that are not matrix products of their input: allowed, left in float.
 PER_CHANNEL_WEIGHTS = (
     nn.BatchNorm1d,
@@ -33,7 +35,7 @@ class LCCConfig:
     SQNR: ``target_db`` codes every layer at that SQNR (no search, no data needed); None
     searches per-layer SQNRs in ``db_min..db_max`` (steps of ``db_step``) keeping accuracy
     within ``tolerance`` (a fraction: 0.005 = 0.5 points) of the float model.
-    LCC: ``algorithm`` ("dmp", "rs", "fs" = fs-LCC, "mixed", "grow", "best"), ``S`` terms per
+    LCC: ``algorithm`` ("dmp", "rs", "fs" = fs-LCC, "mixed", "grow", "chain", "best"), ``S`` terms per
     wiring row, ``mem`` beam width (rs), ``slice_width`` (None: about log2(rows)).
     Pruning: ``prune_lambda`` (0 = off), ``prune_layers`` (names; None = every coded layer),
     ``prune_epochs``, ``finetune_epochs``, ``lr``; ``prune_relative`` scales each layer's
