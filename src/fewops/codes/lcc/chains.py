@@ -110,7 +110,7 @@ def beam_chains(
         full_j = np.zeros((n, nb), dtype=np.int64)
         full_c = np.zeros((n, nb))
         full_e = np.full((n, nb), np.inf)
-        full_parent[active], full_j[active], full_c[active], full_e[active] = p, jj, cc, e
+        full_parent[active], full_j[active], full_c[active] = p, jj, cc
         new_resid = np.zeros((n, nb, k))
         new_resid[active] = ra[rows, p] - cc[:, :, None] * dic[jj]
         # Exact errors (the gains were computed from the residual before rounding).
@@ -137,9 +137,8 @@ def allocate(errors: np.ndarray, budget: float) -> np.ndarray:
     time, cheapest error increase first, while the budget holds.
     """
     n, steps = errors.shape
+    # Step 0 (the start) is always finite, so the running minimum is finite everywhere.
     e = np.minimum.accumulate(np.where(np.isfinite(errors), errors, np.inf), axis=1)
-    e = np.where(np.isfinite(e), e, e[:, :1])  # never inf at step 0
-    e = np.minimum.accumulate(e, axis=1)
     cost = np.arange(steps)[None, :]
 
     def choose(lam: float) -> np.ndarray:
