@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from lcc_toy_data import toy_data
 from torch import nn
 
-from fewops.data import Dataset
 from fewops.nn.api import coded_layers, compress_
 from fewops.nn.lcc import LCCConfig, add_cli_args, config_from_args
 from fewops.nn.lcc_stages import code_groups
@@ -16,20 +16,7 @@ from fewops.sim import evaluate as simulate
 
 
 def _data(n=600, seed=0):
-    rng = np.random.default_rng(seed)
-    proto = rng.uniform(0, 1, size=(3, 16)).astype(np.float32)
-    y = rng.integers(0, 3, size=n).astype(np.int64)
-    x = np.clip(proto[y] + 0.3 * rng.standard_normal((n, 16)), 0, 1).astype(np.float32)
-    x = x.reshape(n, 1, 4, 4)
-    return Dataset(
-        name="toy",
-        x_train=x[: n // 2],
-        y_train=y[: n // 2],
-        x_test=x[n // 2 :],
-        y_test=y[n // 2 :],
-        num_classes=3,
-        input_shape=(1, 4, 4),
-    )
+    return toy_data(n, seed, noise=0.3)
 
 
 def _mlp(data, seed=0):
