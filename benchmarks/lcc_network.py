@@ -9,6 +9,8 @@ For the trained models: 10% of the training split is held out as the search set 
 on); accuracies are on the data set's test split. The dense CSD baseline uses the smallest width
 whose coded network keeps test accuracy within 0.5 points of float (the issue's definition).
 Adds are per inference (conv layers: per-position adds x output positions), without biases.
+The pipeline options are those of `fewops compress --method lcc` (--tolerance and
+--code-finetune-slack in points; commands recorded before 2026-12-07 gave them as fractions).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from fewops.models import build
 from fewops.nn.api import compress_
 from fewops.nn.baselines import CSDConfig
 from fewops.nn.coded import layer_matrix
-from fewops.nn.lcc import LCCConfig, _positions
+from fewops.nn.lcc import LCCConfig, _positions, add_cli_args, config_from_args
 from fewops.nn.train import evaluate, fit
 
 
@@ -87,7 +89,7 @@ def run_trained(args, model_name, model_opts):
     )
     cached = cache.exists()
     if cached:  # the float model of an earlier run with the same settings
-        model.load_state_dict(torch.load(cache))
+        model.load_state_dict(torch.load(cache, weights_only=True))
     else:
         schedule = None if args.schedule == "constant" else args.schedule
         fit(
@@ -108,30 +110,7 @@ def run_trained(args, model_name, model_opts):
     csd_best, csd_rows = csd_baseline(model, data)
     print(f"CSD baseline {csd_best}", flush=True)
     coded = copy.deepcopy(model)
-    cfg = LCCConfig(
-        algorithm=args.algorithm,
-        tolerance=args.tolerance,
-        prune_lambda=args.prune_lambda,
-        prune_layers=args.prune_layers,
-        slice_width=args.slice_width,
-        prune_epochs=args.prune_epochs,
-        finetune_epochs=args.finetune_epochs,
-        prune_relative=not args.prune_absolute,
-        train_threads=args.threads,
-        lr=args.lr,
-        share=not args.no_share,
-        workers=args.workers,
-        db_min=args.db_min,
-        db_max=args.db_max,
-        db_step=args.db_step,
-        seed=args.seed,
-        prune_cache=args.prune_cache,
-        code_finetune_epochs=args.code_finetune_epochs,
-        code_groups=args.code_groups,
-        code_finetune_lr=args.code_finetune_lr,
-        code_finetune_slack=args.code_finetune_slack,
-        max_rounds=args.max_rounds,
-    )
+    cfg = config_from_args(args)
     t0 = time.perf_counter()
     load_start = os.getloadavg()
     compress_(coded, cfg, data=train, validation=val)
@@ -237,43 +216,23 @@ def main(argv=None):
         default=None,
         help="held-out search set size (default: all 10%%, or max(1000, train/10) with --train-samples)",
     )
-    p.add_argument("--algorithm", default="dmp")
-    p.add_argument("--tolerance", type=float, default=0.005)
-    p.add_argument("--prune-lambda", type=float, default=0.35)  # the documented MLP preset
-    p.add_argument("--prune-layers", nargs="*", default=None)
-    p.add_argument("--slice-width", type=int, default=None)
+    add_cli_args(p)  # the pipeline's own options, as `fewops compress --method lcc` has them
+    # The documented MLP preset; --tolerance and --code-finetune-slack are in points.
+    p.set_defaults(prune_lambda=0.35, prune_epochs=10, finetune_epochs=20, workers=2, prune_lr=None)
     p.add_argument("--cache", default="/tmp/lccb/models")
-    p.add_argument("--prune-epochs", type=int, default=10)
-    p.add_argument("--finetune-epochs", type=int, default=20)
-    p.add_argument(
-        "--prune-absolute", action="store_true", help="one group-lasso threshold for all layers"
-    )
-    p.add_argument(
-        "--prune-cache", default=None, help="folder for pruned models (default: <cache>/pruned)"
-    )
-    p.add_argument(
-        "--code-finetune-epochs",
-        type=int,
-        default=0,
-        help="progressive coding: epochs of fine-tuning after each coded group (0: off)",
-    )
-    p.add_argument("--code-groups", type=int, default=None, help="progressive coding groups")
-    p.add_argument("--code-finetune-lr", type=float, default=None)
-    p.add_argument(
-        "--code-finetune-slack", type=float, default=0.01, help="accuracy fraction (0.01 = 1 pt)"
-    )
-    p.add_argument("--max-rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 is best under load)")
-    p.add_argument("--no-share", action="store_true")
-    p.add_argument("--db-min", type=float, default=8.0)
-    p.add_argument("--db-max", type=float, default=40.0)
-    p.add_argument("--db-step", type=float, default=2.0)
-    p.add_argument("--target-db", type=float, default=40.0)
-    p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.prune_cache is None:
         args.prune_cache = str(Path(args.cache) / "pruned")
+    if args.train_threads is None:
+        args.train_threads = args.threads
+    if args.prune_lr is None:  # one learning rate for float training and the pipeline
+        args.prune_lr = args.lr
+    if args.bench == "resnet34" and args.target_db is None:
+        args.target_db = 40.0  # every layer at one SQNR (no accuracy to search on)
+    elif args.bench != "resnet34" and args.target_db is not None:
+        p.error("--target-db is for resnet34; trained models search the SQNR per layer")
     load_at_start = os.getloadavg()
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -131,3 +131,47 @@ def test_cli_progressive_options():
     assert cfg.code_finetune_epochs == 2 and cfg.code_groups == 3
     assert cfg.code_finetune_slack == pytest.approx(0.005) and cfg.prune_cache == "/tmp/x"
     assert config_from_args(parser.parse_args([])).code_finetune_epochs == 0
+
+
+def test_group_below_the_floor_is_measured_from_where_it_starts(monkeypatch):
+    """A group that fine-tuning follows and that starts below the keep floor (pruning used the
+    budget) is searched against its own starting accuracy, not pinned at the highest SQNR;
+    the last group still answers to the keep floor."""
+    from fewops.nn import lcc_stages
+    from fewops.nn.lcc import _positions
+    from fewops.nn.train import evaluate
+
+    data = _data()
+    model = _mlp(data)
+    names = ["1", "3", "5"]
+    x, y = data.x_test, data.y_test
+    start = evaluate(model, x, y)
+    float_acc = 1.0  # as if pruning had cost the points up to 100%
+    assert start < 0.94
+    cfg = LCCConfig(
+        workers=1,
+        tolerance=0.03,
+        db_max=30.0,
+        db_step=4.0,
+        code_finetune_epochs=1,
+        code_finetune_slack=0.01,
+        max_rounds=1,
+        lr=1e-2,
+    )
+    floors = []
+    real_search = lcc_stages.search_levels
+
+    def spy(model, mats, cost, x, y, floor, cfg):
+        floors.append(floor)
+        return real_search(model, mats, cost, x, y, floor, cfg)
+
+    monkeypatch.setattr(lcc_stages, "search_levels", spy)
+    positions = _positions(model, names, torch.as_tensor(x[:1]))
+    *_, report = lcc_stages.code_progressively(model, names, positions, data, x, y, float_acc, cfg)
+    keep = float_acc - cfg.proxy_share * cfg.tolerance
+    first = report["groups"][0]
+    assert first["accuracy_before"] == pytest.approx(start)
+    assert floors[0] == pytest.approx(start - cfg.proxy_share * cfg.tolerance - 0.01)
+    assert floors[0] < keep - 0.01 - 0.05  # far below the float-relative floor
+    assert floors[-1] == pytest.approx(keep)  # the last group: no slack, float-relative
+    assert first["proxy_levels"]["1"] < cfg.db_max

@@ -68,6 +68,15 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--share-margin-db", type=float, default=6.0)
     parser.add_argument("--workers", type=int, default=None, help="processes coding layers")
+    parser.add_argument(
+        "--max-rounds",
+        type=int,
+        default=3,
+        help="progressive coding: codings of a group (each db-step higher) before settling",
+    )
+    parser.add_argument(
+        "--train-threads", type=int, default=None, help="torch threads while training"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> LCCConfig:
@@ -96,6 +105,9 @@ def config_from_args(args: argparse.Namespace) -> LCCConfig:
         share=not args.no_share,
         share_margin_db=args.share_margin_db,
         workers=args.workers,
+        max_rounds=getattr(args, "max_rounds", 3),
+        train_threads=getattr(args, "train_threads", None),
+        seed=getattr(args, "seed", 0),
     )
 
 
