@@ -178,3 +178,39 @@ def test_default_pruning_leaves_out_a_one_channel_stem():
     prune = model.fewops_stages["prune"]["layers"]
     # its single input channel could only be pruned whole, which would be refused
     assert set(prune) == {"3", "6"}
+
+
+def test_pruned_shared_coded_network_simulates_bit_exactly():
+    """The whole network after pruning, sharing and LCC, run in integers, equals its float64
+    evaluation with the decoded weights (logits, not only predictions)."""
+    from fewops.sim.network import compile_network
+
+    data = _toy_data()
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 12), nn.ReLU(), nn.Linear(12, 3)
+    )
+    from fewops.nn.train import fit
+
+    fit(model, data, epochs=4, lr=1e-2, progress=False, seed=0)
+    cfg = LCCConfig(
+        workers=1,
+        tolerance=0.03,
+        db_max=30.0,
+        db_step=4.0,
+        prune_lambda=0.3,
+        prune_epochs=2,
+        finetune_epochs=1,
+        lr=1e-2,
+    )
+    compress_(model, cfg, data=data)
+    stages = model.fewops_stages
+    assert sum(v["removed"] for v in stages["prune"]["layers"].values()) > 0  # really pruned
+    assert any(v["clusters"] < v["inputs_read"] for v in stages["lcc"]["layers"].values())
+    net = compile_network(model, data.x_train[:200])
+    t = net.run(data.x_test)
+    r = net.reference(data.x_test)
+    assert np.array_equal(np.ldexp(t.astype(np.float64), net.layers[-1].exponent), r)
+    with torch.no_grad():  # the reference is the coded model itself, up to activation rounding
+        torch_pred = model(torch.as_tensor(data.x_test)).argmax(1).numpy()
+    assert (r.argmax(1) == torch_pred).mean() > 0.95
