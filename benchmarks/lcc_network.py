@@ -155,10 +155,11 @@ def run_trained(args, model_name, model_opts):
     return result
 
 
-def pipeline_epochs(args) -> int:
-    """Epochs of training the pipeline gives the model after float training."""
-    groups = args.code_groups or 1
-    coding = args.code_finetune_epochs * max(groups - 1, 1) if args.code_finetune_epochs else 0
+def pipeline_epochs(args, layers: int) -> int:
+    """Epochs of training the pipeline gives the model after float training (once per coded
+    group, the last included: it fine-tunes the biases and normalisations)."""
+    groups = layers if args.code_groups is None else min(args.code_groups, layers)
+    coding = args.code_finetune_epochs * groups
     pruning = args.prune_epochs + args.finetune_epochs if args.prune_lambda > 0 else 0
     return pruning + coding
 
@@ -167,7 +168,7 @@ def float_control(args, model, train, data, cache: Path) -> dict:
     """The float model trained on for as many epochs as the pipeline trains the coded one
     (cosine from the pipeline's rate), so that extra training is not mistaken for coding
     gain: the coded model is judged against the better of the two float accuracies."""
-    epochs = pipeline_epochs(args)
+    epochs = pipeline_epochs(args, len(_weight_names(model)))
     path = cache.with_name(cache.stem + f"-control{epochs}-lr{args.prune_lr:g}.pt")
     control = copy.deepcopy(model)
     t0 = time.perf_counter()
