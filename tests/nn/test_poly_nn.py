@@ -2,6 +2,7 @@
 
 import argparse
 import copy
+import json
 import re
 
 import numpy as np
@@ -169,6 +170,55 @@ def test_cli_hooks_build_the_config():
         "7": {"axis": "fan_in", "interval": None, "degree": 2},
         "9": {"axis": "filters", "interval": 4},
     }
+
+
+def test_cli_families_json_file_or_string(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_cli_args(parser)
+    family = {
+        "7": {
+            "in_shape": [64, 12, 12],
+            "in_factors": [[None, 1], [6, 2], [6, 2]],
+            "out_factor": [32, 1],
+            "bias_degree": 2,
+        }
+    }
+    path = tmp_path / "families.json"
+    path.write_text(json.dumps(family))
+    for source in (str(path), json.dumps(family)):
+        args = parser.parse_args(
+            ["--families", source, "--init", "scratch", "--mode", "reparam", "--batch-size", "64"]
+            + ["--layer-poly", "10=fan_in:32:1"]
+        )
+        config = config_from_args(args)
+        assert config.layers.overrides == {
+            "7": {
+                "in_shape": (64, 12, 12),
+                "in_factors": ((None, 1), (6, 2), (6, 2)),
+                "out_factor": (32, 1),
+                "bias_degree": 2,
+            },
+            "10": {"axis": "fan_in", "interval": 32, "degree": 1},
+        }
+        assert (config.init, config.batch_size, config.precondition) == ("scratch", 64, True)
+    args = parser.parse_args(["--no-precondition"])
+    assert config_from_args(args).precondition is False
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("no_such_file.json", "no file 'no_such_file.json'"),
+        ("{not json", "not valid JSON"),
+        ('{"7": 3}', "must map layer names to objects"),
+        ('{"7": {"degre": 2}}', "layer '7' has unknown setting(s) degre"),
+    ],
+)
+def test_cli_bad_families_are_named(text, message):
+    from fewops.nn.poly import parse_families
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_families(text)
 
 
 def test_bad_layer_override_is_named():

@@ -157,3 +157,97 @@ def test_compress_codes_tensor_layers_and_counts_bias_coefficients():
 def test_config_rejects_bad_tensor_settings(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         PolyConfig(**kwargs)
+
+
+def _dense_and_conv_layers():
+    torch.manual_seed(5)
+    lin = nn.Linear(24, 6)
+    dense = TensorPolyLayer(
+        lin, pt.make_tensor_layout((6, 24), ((None, 1), (None, 2)), (3, 1), (2, 12))
+    )
+    conv = nn.Conv2d(12, 16, 3, padding=1)
+    mixed = TensorPolyLayer(
+        conv, pt.make_tensor_layout((16, 12, 3, 3), ((4, 1), None, None), (8, 1))
+    )
+    return [(dense, torch.rand(7, 24) * 5), (mixed, torch.rand(2, 12, 6, 6) * 5)]
+
+
+def test_moment_scale_changes_the_coordinates_not_the_layer():
+    for layer, x in _dense_and_conv_layers():
+        before_w = layer.weight_matrix().detach().clone()
+        before_y = layer(x).detach().clone()
+        scale = torch.linspace(0.5, 40.0, layer.moment_scale.numel())
+        layer.set_moment_scale_(scale)
+        torch.testing.assert_close(layer.moment_scale, scale)
+        torch.testing.assert_close(layer.weight_matrix(), before_w, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(layer(x), before_y, atol=1e-4, rtol=1e-4)
+        with pytest.raises(ValueError, match="positive numbers"):
+            layer.set_moment_scale_(torch.zeros_like(scale))
+        with pytest.raises(ValueError, match=re.escape("got shape (3,)")):
+            layer.set_moment_scale_(torch.ones(3))
+
+
+def test_precondition_scales_every_moment_to_unit_rms():
+    from fewops.nn.poly_tensor import moment_rms, precondition_
+
+    for layer, x in _dense_and_conv_layers():
+        model = nn.Sequential(layer)
+        raw = moment_rms(layer, x)
+        assert float(raw.max() / raw.min()) > 3  # non-negative inputs: very uneven moments
+        precondition_(model, [layer], x)
+        torch.testing.assert_close(layer.moment_scale, raw)
+        m = layer.moments(x)
+        if m.dim() == 4:
+            m = m.transpose(0, 1).reshape(m.shape[1], -1).t()
+        rms = (m / layer.moment_scale).pow(2).mean(0).sqrt()
+        torch.testing.assert_close(rms, torch.ones_like(rms), atol=1e-4, rtol=1e-4)
+
+
+def _fit_dense(precondition: bool) -> float:
+    """Final training loss of a tensor-family dense layer whose labels depend on moments of
+    very different sizes (half the inputs 200x smaller), after the same Adam steps."""
+    from fewops.nn.poly_tensor import precondition_
+
+    gen = torch.Generator().manual_seed(1)
+    scales = torch.ones(12, 4)
+    scales[:, 2:] = 0.005
+    x = (torch.rand(512, 12, 4, generator=gen) * scales).reshape(512, 48)
+    torch.manual_seed(0)
+    layout = pt.make_tensor_layout((3, 48), ((4, 2), (None, 1)), None, (12, 4))
+    layer = TensorPolyLayer(nn.Linear(48, 3), layout)
+    m = layer.moments(x)
+    teacher = torch.randn(3, m.shape[1], generator=gen) / m.std(0)
+    y = ((m - m.mean(0)) @ teacher.t()).argmax(1)
+    if precondition:
+        precondition_(layer, [layer], x)
+    opt = torch.optim.Adam(layer.parameters(), lr=3e-3)
+    for _ in range(200):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(layer(x), y)
+        loss.backward()
+        opt.step()
+    return float(loss.detach())
+
+
+def test_preconditioned_training_gets_further_in_the_same_steps():
+    assert _fit_dense(True) < 0.8 * _fit_dense(False)
+
+
+def test_retraining_with_and_without_preconditioning_both_end_on_the_family():
+    data = toy_images()
+    for precondition in (True, False):
+        model = _model()
+        cfg = PolyConfig(
+            mode="reparam",
+            init="scratch",
+            epochs=2,
+            lr=3e-3,
+            precondition=precondition,
+            layers=LayerSelection(overrides=OVERRIDES),
+        )
+        retrain_(model, cfg, data)
+        w = model[3].weight.detach().double().numpy()
+        layout = pt.make_tensor_layout(
+            tuple(model[3].weight.shape), ((None, 1), None, (None, 2)), (6, 1), (8, 4, 4)
+        )
+        np.testing.assert_allclose(pt.project(w, layout), w, atol=1e-4)

