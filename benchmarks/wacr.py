@@ -80,145 +80,72 @@ CNN_PRESETS = {
         "10": ("fan_in", None, 1),
     },
 }
-# Tensor-product families (fewops.codes.poly_tensor) with polynomial biases: dense1 is read as
-# a 12x12 conv over 64 channels, its weight a polynomial in (channel, column) per image row and
-# in the unit index per interval of units; conv1/conv2 keep tiny-986's families. Layer dicts are
-# PolyConfig overrides.
+# Tensor-product families (fewops.codes.poly_tensor) with polynomial biases. Layer dicts are
+# PolyConfig overrides. dense1 is read as a 12x12 conv over 64 channels (in_shape (64, 12, 12)):
+# its weight is a polynomial in (channel, row, column) per block and in the unit index per
+# interval of units.
 _CONV1 = {"in_shape": (9,), "in_factors": ((None, 2),), "bias_degree": 2}  # 96 + 3
 _CONV2 = {"in_shape": (288,), "in_factors": ((None, 2),), "bias_degree": 2}  # 192 + 3
+# conv2 linear across its 32 input channels at each of the 9 taps (M = 18 moment maps), filters
+# in intervals of ``units``, linear (K = 2 * 64 / units): 144 coefficients for units = 16.
+_CONV2_CHANNELS = {"in_factors": ((None, 1), None, None), "out_factor": (16, 1), "bias_degree": 2}
 _DENSE2 = ("fan_in", 32, 1)  # 80 + 10 biases
+
+
+def _dense1(channels, rows, cols, units=(32, 1), bias_degree=2) -> dict:
+    """dense1 as a 12x12 conv: one factor per (channel, row, column) of its input, ``units``
+    the factor along its 128 units (None: every unit free)."""
+    family = {"in_shape": (64, 12, 12), "in_factors": (channels, rows, cols), "out_factor": units}
+    if bias_degree is not None:
+        family["bias_degree"] = bias_degree
+    return family
+
+
+def _cnn(dense1, conv1=_CONV1, conv2=_CONV2, dense2=_DENSE2) -> dict:
+    return {"0": conv1, "2": conv2, "7": dense1, "10": dense2}
+
+
+_LIN, _QUAD = (None, 1), (None, 2)
 TENSOR_PRESETS = {
-    # dense1: M = 2 x 12 x 3 = 72 moments, K = 4 x 2 = 8 features: 576 + 3. Total 963: 1246.0x.
-    "tensor-963": {
-        "0": _CONV1,
-        "2": _CONV2,
-        "7": {
-            "in_shape": (64, 12, 12),
-            "in_factors": ((None, 1), None, (None, 2)),
-            "out_factor": (32, 1),
-            "bias_degree": 2,
-        },
-        "10": _DENSE2,
-    },
-    # dense1: M = 2 x 2 x 2 x 3 = 24 moments (rows in 2 runs of 6, linear), K = 8 x 3 = 24: 576 + 3.
-    "tensor-963b": {
-        "0": _CONV1,
-        "2": _CONV2,
-        "7": {
-            "in_shape": (64, 12, 12),
-            "in_factors": ((None, 1), (6, 1), (None, 2)),
-            "out_factor": (16, 2),
-            "bias_degree": 2,
-        },
-        "10": _DENSE2,
-    },
-    # dense1: M = 3 x 12 x 3 = 108 moments, K = 2 x 2 = 4: 432 + 3; dense2 1-D 20 + 10. 756: 1587x
-    "tensor-756": {
-        "0": _CONV1,
-        "2": _CONV2,
-        "7": {
-            "in_shape": (64, 12, 12),
-            "in_factors": ((None, 2), None, (None, 2)),
-            "out_factor": (64, 1),
-            "bias_degree": 2,
-        },
-        "10": ("fan_in", None, 1),
-    },
-    # tensor-963 with a 2-D conv2: linear across its 32 input channels at each of the 9 taps
-    # (M = 18 moment maps instead of 3), filters in 4 intervals of 16, linear (K = 8): 144.
-    # Total 936 with the step exponents: 1281.9x.
-    "tensor-c2": {
-        "0": _CONV1,
-        "2": {"in_factors": ((None, 1), None, None), "out_factor": (16, 1), "bias_degree": 2},
-        "7": {
-            "in_shape": (64, 12, 12),
-            "in_factors": ((None, 1), None, (None, 2)),
-            "out_factor": (32, 1),
-            "bias_degree": 2,
-        },
-        "10": _DENSE2,
-    },
-    # tensor-c2 with dense1 linear (not quadratic) along the columns, M = 2 x 12 x 2 = 48, and
-    # 3 features per interval of 32 units (quadratic), K = 12: 576.
-    "tensor-c2b": {
-        "0": _CONV1,
-        "2": {"in_factors": ((None, 1), None, None), "out_factor": (16, 1), "bias_degree": 2},
-        "7": {
-            "in_shape": (64, 12, 12),
-            "in_factors": ((None, 1), None, (None, 1)),
-            "out_factor": (32, 2),
-            "bias_degree": 2,
-        },
-        "10": _DENSE2,
-    },
+    # dense1: M = 2 x 12 x 3 = 72 moments (channels linear, rows free, columns quadratic),
+    # K = 4 x 2 = 8 features: 576 + 3. Total 983 with the step exponents (1220.6x).
+    "tensor-963": _cnn(_dense1(_LIN, None, _QUAD)),
+    # dense1: M = 2 x 2 x 2 x 3 = 24 moments (rows in 2 runs of 6, linear), K = 8 x 3 = 24.
+    "tensor-963b": _cnn(_dense1(_LIN, (6, 1), _QUAD, units=(16, 2))),
+    # dense1: M = 3 x 12 x 3 = 108 moments, K = 2 x 2 = 4: 432 + 3; dense2 1-D 20 + 10: 785.
+    "tensor-756": _cnn(_dense1(_QUAD, None, _QUAD, units=(64, 1)), dense2=("fan_in", None, 1)),
+    # tensor-963 with conv2 across its input channels (18 moment maps instead of 3, 144
+    # coefficients instead of 192). Total 936 with the step exponents: 1281.9x.
+    "tensor-c2": _cnn(_dense1(_LIN, None, _QUAD), conv2=_CONV2_CHANNELS),
+    # tensor-c2 with dense1 linear along the columns (M = 48) and K = 12 (quadratic units): 576.
+    "tensor-c2b": _cnn(_dense1(_LIN, None, _LIN, units=(32, 2)), conv2=_CONV2_CHANNELS),
+    # dense1 on the 2 x 2 blocks of 6 x 6 positions, quadratic along rows and columns in each
+    # block, linear across channels: M = 2 x 6 x 6 = 72, K = 8. Total 960 (1249.9x). With
+    # moment preconditioning the best preset at <= 990 numbers (see results, fifth pass).
+    "tensor-blocks": _cnn(_dense1(_LIN, (6, 2), (6, 2)), conv2=_CONV2_CHANNELS),
     # Probes (over the budget): which layer limits tensor-c2? dense1 with free biases ...
-    "probe-d1bias": {
-        "0": _CONV1,
-        "2": {"in_factors": ((None, 1), None, None), "out_factor": (16, 1), "bias_degree": 2},
-        "7": {
-            "in_shape": (64, 12, 12),
-            "in_factors": ((None, 1), None, (None, 2)),
-            "out_factor": (32, 1),
-        },
-        "10": _DENSE2,
-    },
+    "probe-d1bias": _cnn(_dense1(_LIN, None, _QUAD, bias_degree=None), conv2=_CONV2_CHANNELS),
     # ... or conv2 with twice the features (K = 16).
-    "probe-c2k16": {
-        "0": _CONV1,
-        "2": {"in_factors": ((None, 1), None, None), "out_factor": (8, 1), "bias_degree": 2},
-        "7": {
-            "in_shape": (64, 12, 12),
-            "in_factors": ((None, 1), None, (None, 2)),
-            "out_factor": (32, 1),
-            "bias_degree": 2,
-        },
-        "10": _DENSE2,
-    },
+    "probe-c2k16": _cnn(
+        _dense1(_LIN, None, _QUAD), conv2={**_CONV2_CHANNELS, "out_factor": (8, 1)}
+    ),
     # ... or dense1 with twice the features (K = 16, 1152 coefficients): 1512 in all, 793.6x.
-    "tensor-1.5k": {
-        "0": _CONV1,
-        "2": {"in_factors": ((None, 1), None, None), "out_factor": (16, 1), "bias_degree": 2},
-        "7": {
-            "in_shape": (64, 12, 12),
-            "in_factors": ((None, 1), None, (None, 2)),
-            "out_factor": (16, 1),
-            "bias_degree": 2,
-        },
-        "10": _DENSE2,
-    },
+    "tensor-1.5k": _cnn(_dense1(_LIN, None, _QUAD, units=(16, 1)), conv2=_CONV2_CHANNELS),
     # Larger points of the accuracy / reduction curve. tensor-7k keeps tiny-986's convs.
     # dense1: quadratic across channels at each of the 144 positions (M = 432), 16 features.
-    "tensor-7k": {
-        "0": _CONV1,
-        "2": _CONV2,
-        "7": {
-            "in_shape": (64, 12, 12),
-            "in_factors": ((None, 2), None, None),
-            "out_factor": (16, 1),
-            "bias_degree": 2,
-        },
-        "10": _DENSE2,
-    },
+    "tensor-7k": _cnn(_dense1(_QUAD, None, None, units=(16, 1))),
     # dense1: linear across channels at each position (M = 288), every unit free (K = 128);
     # conv2 linear across its 32 input channels per kernel tap, every filter free.
-    "tensor-38k": {
-        "0": _CONV1,
-        "2": {"in_factors": ((None, 1), None, None), "bias_degree": 2},
-        "7": {
-            "in_shape": (64, 12, 12),
-            "in_factors": ((None, 1), None, None),
-            "bias_degree": 2,
-        },
-        "10": _DENSE2,
-    },
+    "tensor-38k": _cnn(
+        _dense1(_LIN, None, None, units=None),
+        conv2={"in_factors": ((None, 1), None, None), "bias_degree": 2},
+    ),
     # dense1: linear across channels in 4 runs of 16 at each position (M = 8 x 144 = 1152),
-    # units in pairs, linear (K = 128): 147,456.
-    "tensor-148k": {
-        "0": _CONV1,
-        "2": {"in_factors": ((None, 1), None, None), "bias_degree": 2},
-        "7": {"in_shape": (64, 12, 12), "in_factors": ((16, 1), None, None)},
-        "10": _DENSE2,
-    },
+    # every unit free (K = 128): 147,456, free biases.
+    "tensor-148k": _cnn(
+        _dense1((16, 1), None, None, units=None, bias_degree=None),
+        conv2={"in_factors": ((None, 1), None, None), "bias_degree": 2},
+    ),
 }
 CNN_PRESETS.update(TENSOR_PRESETS)
 # The accuracy / reduction curve of the tensor families (part "curve").
@@ -253,6 +180,7 @@ def config_for(
     coef_bits: int,
     batch_size: int = 128,
     init: str = "float",
+    precondition: bool = True,
 ) -> PolyConfig:
     """A preset maps layer names to (axis, interval, degree) or to a dict of PolyConfig fields."""
     overrides = {
@@ -268,6 +196,7 @@ def config_for(
         coef_bits=coef_bits,
         batch_size=batch_size,
         init=init,
+        precondition=precondition,
         layers=LayerSelection(overrides=overrides),
     )
 
@@ -353,7 +282,8 @@ def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseli
     model = copy.deepcopy(float_model)
     started = time.perf_counter()
     init = getattr(args, "init", "float")
-    config = config_for(preset, epochs, mode, lr, coef_bits, args.retrain_batch, init)
+    precondition = not getattr(args, "no_precondition", False)
+    config = config_for(preset, epochs, mode, lr, coef_bits, args.retrain_batch, init, precondition)
     dropout = getattr(args, "retrain_dropout", None)
     saved = set_dropout(model, dropout) if dropout is not None else {}
     history = {}
@@ -387,6 +317,7 @@ def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseli
         "epochs": epochs,
         "mode": mode,
         "init": init,
+        "precondition": precondition,
         "distill": list(distill) if distill is not None else None,
     }
 
@@ -600,6 +531,11 @@ def main(argv=None):
         choices=("float", "scratch"),
         default="float",
         help="retrain from the projected float model, or from scaled random coefficients",
+    )
+    parser.add_argument(
+        "--no-precondition",
+        action="store_true",
+        help="learn the coefficients against the raw moments (the passes before the fifth)",
     )
     parser.add_argument(
         "--distill",
