@@ -52,3 +52,32 @@ def test_unknown_dataset_is_a_clear_error(tmp_path, capsys):
     code = main(["compress", "--method", "csd", "--data", "nope", "--out", str(tmp_path)])
     assert code == 2
     assert "nope" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compress_wacr_retrains_a_tensor_family_from_the_cli(tmp_path):
+    out = tmp_path / "wacr"
+    family = '{"1": {"in_shape": [8, 8], "in_factors": [[4, 2], [4, 2]], "out_factor": [8, 1]}}'
+    code = main(
+        ["compress", "--method", "wacr", "--model", "mlp", "--data", "digits", "--hidden", "16"]
+        + ["--epochs", "10", "--out", str(out), "--quiet", "--mode", "reparam"]
+        + [
+            "--init",
+            "scratch",
+            "--retrain-epochs",
+            "8",
+            "--retrain-lr",
+            "0.01",
+            "--batch-size",
+            "32",
+        ]
+        + ["--families", family, "--layer-poly", "3=fan_in:8:1"]
+    )
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    wacr = next(m for m in report["methods"] if m["method"] == "wacr")
+    assert wacr["config"]["epochs"] == 8 and wacr["config"]["lr"] == 0.01
+    assert wacr["config"]["init"] == "scratch" and wacr["config"]["precondition"] is True
+    first = wacr["layers"][0]
+    assert first["params"] == 16 // 8 * 2 * (2 * 3) * (2 * 3)  # K x M of the 2-D family
+    assert wacr["accuracy"]["simulated"] > 0.6  # retrained from random coefficients

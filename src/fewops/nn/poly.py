@@ -411,6 +411,14 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
         help="retraining: project after each step, or learn coefficients (default project)",
     )
     _add(parser, "--lr", type=float, default=1e-3, help="retraining learning rate (default 1e-3)")
+    _add(
+        parser,
+        "--retrain-epochs",
+        type=int,
+        default=None,
+        help="retraining epochs (in `fewops compress` --epochs trains the float model)",
+    )
+    _add(parser, "--retrain-lr", type=float, default=None, help="retraining learning rate")
     _add(parser, "--batch-size", type=int, default=128, help="retraining batch (default 128)")
     _add(
         parser,
@@ -506,6 +514,10 @@ def parse_families(text: str) -> dict[str, dict]:
     return families
 
 
+def _first(*values):
+    return next((v for v in values if v is not None), None)
+
+
 def config_from_args(args: argparse.Namespace) -> PolyConfig:
     """The :class:`PolyConfig` that parsed CLI options describe."""
     overrides = {}
@@ -518,9 +530,9 @@ def config_from_args(args: argparse.Namespace) -> PolyConfig:
         interval=getattr(args, "interval", None),
         degree=getattr(args, "degree", 1),
         coef_bits=getattr(args, "coef_bits", 8),
-        epochs=getattr(args, "epochs", 0) or 0,
+        epochs=_first(getattr(args, "retrain_epochs", None), getattr(args, "epochs", 0)) or 0,
         mode=getattr(args, "mode", "project"),
-        lr=getattr(args, "lr", 1e-3),
+        lr=_first(getattr(args, "retrain_lr", None), getattr(args, "lr", 1e-3)),
         batch_size=getattr(args, "batch_size", 128),
         init=getattr(args, "init", "float"),
         precondition=not getattr(args, "no_precondition", False),
