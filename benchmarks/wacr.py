@@ -169,6 +169,27 @@ LENET_PRESETS = {
         "9": ("fan_in", 60, 1),
         "11": ("fan_in", 42, 1),
     },
+    # Tensor families: convs quadratic along kernel rows and columns (M = 9 per input channel),
+    # fc1 read as a 5x5 conv over 16 channels, hidden units in linear intervals.
+    "tensor-11x": {
+        "0": {"in_factors": (None, _QUAD, _QUAD)},  # K 6 x M 9
+        "3": {"in_factors": (None, _QUAD, _QUAD), "out_factor": (4, 1)},  # K 8 x M 54
+        "7": {"in_shape": (16, 5, 5), "in_factors": (None, _QUAD, _QUAD), "out_factor": (10, 1)},
+        "9": {"in_factors": ((6, 1),), "out_factor": (6, 1)},  # K 28 x M 40
+        "11": {"in_factors": ((6, 1),)},  # K 10 x M 28
+    },
+    "tensor-49x": {
+        "0": {"in_factors": (None, _QUAD, _QUAD), "bias_degree": 2},
+        "3": {"in_factors": (None, _QUAD, _QUAD), "out_factor": (8, 1), "bias_degree": 2},
+        "7": {
+            "in_shape": (16, 5, 5),
+            "in_factors": ((8, 1), _QUAD, _QUAD),
+            "out_factor": (20, 1),
+            "bias_degree": 2,
+        },
+        "9": {"in_factors": ((10, 1),), "out_factor": (12, 1), "bias_degree": 2},
+        "11": {"in_factors": ((12, 1),)},
+    },
 }
 
 
