@@ -33,6 +33,7 @@ from fewops.models import build
 from fewops.nn.api import compress_
 from fewops.nn.baselines import CSDConfig
 from fewops.nn.coded import layer_matrix
+from fewops.nn.fold import fold_batchnorm_
 from fewops.nn.lcc import LCCConfig, _positions, add_cli_args, config_from_args
 from fewops.nn.train import evaluate, fit
 
@@ -58,7 +59,11 @@ def _weight_names(model):
 
 
 def csd_baseline(model, data, tolerance=0.005, max_bits=12):
-    """Smallest CSD width keeping test accuracy within ``tolerance`` of float; its adds."""
+    """Smallest CSD width keeping test accuracy within ``tolerance`` of float; its adds.
+    BatchNorm is folded into the layers first, as the LCC pipeline does, so both count a
+    network with no per-channel multipliers left."""
+    model = copy.deepcopy(model).eval()
+    fold_batchnorm_(model)
     names = _weight_names(model)
     pos = _positions(model, names, torch.as_tensor(data.x_test[:1]))
     float_acc = evaluate(model, data.x_test, data.y_test)

@@ -214,3 +214,26 @@ def test_pruned_shared_coded_network_simulates_bit_exactly():
     with torch.no_grad():  # the reference is the coded model itself, up to activation rounding
         torch_pred = model(torch.as_tensor(data.x_test)).argmax(1).numpy()
     assert (r.argmax(1) == torch_pred).mean() > 0.95
+
+
+def test_batchnorm_is_folded_before_coding_so_no_multiplier_is_left():
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(1, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 4 * 4, 3)
+    ).eval()
+    bn = model[1]
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 3.0)
+    bn.weight.data.uniform_(0.5, 2.0)
+    x = torch.rand(8, 1, 6, 6)
+    before = model(x).detach()
+    compress_(model, LCCConfig(target_db=60.0, workers=1, share=False), input_shape=(1, 6, 6))
+    assert model.fewops_stages["fold"] == [{"layer": "0", "batchnorm": "1"}]
+    assert isinstance(model[1], nn.Identity)
+    err = (model(x) - before).norm() / before.norm()
+    assert err < 0.01  # 60 dB layers, the folded norm included
+    kept = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).eval()
+    compress_(
+        kept, LCCConfig(target_db=30.0, workers=1, fold_batchnorm=False), input_shape=(1, 5, 5)
+    )
+    assert isinstance(kept[1], nn.BatchNorm2d) and "fold" not in kept.fewops_stages

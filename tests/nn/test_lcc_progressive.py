@@ -175,3 +175,31 @@ def test_group_below_the_floor_is_measured_from_where_it_starts(monkeypatch):
     assert floors[0] < keep - 0.01 - 0.05  # far below the float-relative floor
     assert floors[-1] == pytest.approx(keep)  # the last group: no slack, float-relative
     assert first["proxy_levels"]["1"] < cfg.db_max
+
+
+def test_progressive_coding_folds_each_groups_batchnorm_as_it_codes_it():
+    from fewops.nn.train import fit
+
+    data = _data()
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(16, 24),
+        nn.BatchNorm1d(24),
+        nn.ReLU(),
+        nn.Linear(24, 12),
+        nn.BatchNorm1d(12),
+        nn.ReLU(),
+        nn.Linear(12, 3),
+    )
+    fit(model, data, epochs=4, lr=1e-2, progress=False, seed=0)
+    model.eval()
+    cfg = LCCConfig(workers=1, tolerance=0.05, db_max=30.0, db_step=4.0, code_finetune_epochs=1)
+    compress_(model, cfg, data=data)
+    stages = model.fewops_stages
+    assert stages["fold"] == [
+        {"layer": "1", "batchnorm": "2"},
+        {"layer": "4", "batchnorm": "5"},
+    ]
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in model.modules())
+    assert stages["accuracy"] >= stages["float_accuracy"] - 0.05

@@ -38,6 +38,7 @@ from torch import nn
 from fewops.codes import csd
 from fewops.nn.api import register, set_submodule, target_layers
 from fewops.nn.coded import coded_like, layer_matrix
+from fewops.nn.fold import fold_batchnorm_
 from fewops.nn.lcc_cli import add_cli_args, config_from_args, demo_config
 from fewops.nn.lcc_config import (
     ALGORITHMS,
@@ -228,6 +229,8 @@ def run_lcc_pipeline(
             "seconds": round(time.perf_counter() - t0, 2),
         }
         positions = _positions(model, names, sample)
+    if cfg.fold_batchnorm and not (cfg.target_db is None and cfg.code_finetune_epochs > 0):
+        report["fold"] = fold_batchnorm_(model, names)  # progressive coding folds per group
     mats = {n: layer_matrix(model.get_submodule(n)).numpy() for n in names}
     cost = {n: mats[n].size * positions[n] for n in names}
 
@@ -253,6 +256,7 @@ def run_lcc_pipeline(
             model, names, positions, data, x, y, float_acc, cfg
         )
         modules = {n: model.get_submodule(n) for n in names}
+        report["fold"] = [f for g in prog["groups"] for f in g["folded"]]
         report["search"] = {
             "mode": "progressive",
             "tolerance": cfg.tolerance,

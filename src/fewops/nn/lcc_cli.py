@@ -66,6 +66,11 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-share", action="store_true", help="no affinity-propagation column sharing"
     )
+    parser.add_argument(
+        "--no-fold-batchnorm",
+        action="store_true",
+        help="keep BatchNorm as a per-channel affine after coded layers (default: fold it in)",
+    )
     parser.add_argument("--share-margin-db", type=float, default=6.0)
     parser.add_argument("--workers", type=int, default=None, help="processes coding layers")
     parser.add_argument(
@@ -103,6 +108,7 @@ def config_from_args(args: argparse.Namespace) -> LCCConfig:
         code_finetune_lr=getattr(args, "code_finetune_lr", None),
         code_finetune_slack=getattr(args, "code_finetune_slack", 1.0) / 100.0,
         share=not args.no_share,
+        fold_batchnorm=not getattr(args, "no_fold_batchnorm", False),
         share_margin_db=args.share_margin_db,
         workers=args.workers,
         max_rounds=getattr(args, "max_rounds", 3),

@@ -53,6 +53,9 @@ class LCCConfig:
     ``proxy_share * tolerance`` (the last group: within ``tolerance``; a group that fine-tuning
     still follows and that starts below that floor is measured against its starting accuracy
     instead), else it is coded again ``db_step`` higher (``max_rounds`` times).
+    ``fold_batchnorm``: a BatchNorm that alone reads a coded layer is folded into it (running
+    statistics) right before the layer is coded, so no per-channel multiplier is left beside
+    the coded adds (:mod:`fewops.nn.fold`).
     Sharing: ``share``; clusters are kept at the layer's SQNR + ``share_margin_db``.
     ``workers`` processes code layers in parallel (None: CPU count). ``search_samples``
     training samples form the search set unless ``validation=(x, y)`` is passed.
@@ -81,6 +84,7 @@ class LCCConfig:
     code_groups: int | None = None
     code_finetune_lr: float | None = None
     code_finetune_slack: float = 0.01
+    fold_batchnorm: bool = True
     share: bool = True
     share_margin_db: float = 6.0
     csd_bits: int = 8

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from fewops.nn.coded import layer_matrix
+from fewops.nn.fold import fold_batchnorm_
 from fewops.nn.lcc_config import LCCConfig
 from fewops.nn.lcc_search import _accuracy, _set_weight, code_layers, search_levels
 
@@ -164,6 +165,7 @@ def code_progressively(
     for gi, group in enumerate(groups):
         last = gi == len(groups) - 1
         later = [n for g in groups[gi + 1 :] for n in g]
+        folded = fold_batchnorm_(model, group) if cfg.fold_batchnorm else []
         mats = {n: layer_matrix(modules[n]).numpy() for n in group}
         cost = {n: mats[n].size * positions[n] for n in group}
         # A group followed by fine-tuning may lose a little more before it; nothing follows
@@ -178,6 +180,7 @@ def code_progressively(
         levels, trials = search_levels(model, mats, cost, x, y, proxy_floor, cfg)
         entry = {
             "layers": list(group),
+            "folded": folded,
             "accuracy_before": acc,
             "proxy_floor": proxy_floor,
             "proxy_levels": dict(levels),
