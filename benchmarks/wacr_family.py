@@ -1,0 +1,114 @@
+"""Train one WACR family on the Keras MNIST CNN from scratch and print one JSON line: for
+exploring families (benchmarks/results/wacr.md, fifth pass). Layers left out of the family
+JSON stay float, which isolates one part of the network.
+
+    python benchmarks/wacr_family.py TAG EPOCHS 'FAMILY_JSON' [key=value ...]
+
+FAMILY_JSON maps layer names (0 conv1, 2 conv2, 7 dense1, 10 dense2) to PolyConfig fields or
+to [axis, interval, degree]. Options: lr (3e-3), batch (64), seed (0), dropout (0), precond
+(1; 0 = raw moments), distill=T,ALPHA with teacher=PATH (a float model's state dict), augment=S
+(random shifts of up to S pixels), wd (AdamW weight decay). Retraining: Adam, cosine, the
+float model's own init for the float layers; accuracy on the 2,000 held-out test images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import wacr  # noqa: E402
+
+from fewops.data import load  # noqa: E402
+from fewops.models import build  # noqa: E402
+from fewops.nn.api import LayerSelection, compress_  # noqa: E402
+from fewops.nn.poly import retrain_  # noqa: E402
+from fewops.nn.train import evaluate  # noqa: E402
+
+LAYERS = ("0", "2", "7", "10")
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def shift_augment(shift: int):
+    """Random integer translations of up to ``shift`` pixels (zero fill), per image."""
+
+    def augment(x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        dy = torch.randint(-shift, shift + 1, (n,))
+        dx = torch.randint(-shift, shift + 1, (n,))
+        pad = torch.nn.functional.pad(x, (shift, shift, shift, shift))
+        rows = torch.arange(h)[None, :] + shift - dy[:, None]
+        cols = torch.arange(w)[None, :] + shift - dx[:, None]
+        out = pad[torch.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+        return out.permute(0, 3, 1, 2)
+
+    return augment
+
+
+def main(argv: list[str]) -> dict:
+    tag, epochs, spec = argv[0], int(argv[1]), json.loads(argv[2])
+    opts = dict(a.split("=", 1) for a in argv[3:])
+    seed = int(opts.get("seed", 0))
+    preset = {
+        k: {f: _tuples(x) for f, x in v.items()} if isinstance(v, dict) else tuple(v)
+        for k, v in spec.items()
+    }
+    torch.set_num_threads(1)
+    data = load("mnist")
+    torch.manual_seed(seed)
+    model = build("mnist-cnn", data.input_shape, data.num_classes)
+    wacr.set_dropout(model, float(opts.get("dropout", 0.0)))
+    cfg = wacr.config_for(
+        preset,
+        epochs,
+        "reparam",
+        float(opts.get("lr", 3e-3)),
+        8,
+        int(opts.get("batch", 64)),
+        "scratch",
+        opts.get("precond", "1") == "1",
+    )
+    skip = tuple(n for n in LAYERS if n not in preset)
+    cfg = dataclasses.replace(
+        cfg, seed=seed, layers=LayerSelection(skip=skip, overrides=cfg.layers.overrides)
+    )
+    fit_options: dict = {}
+    if "distill" in opts:
+        temperature, alpha = (float(v) for v in opts["distill"].split(","))
+        teacher = build("mnist-cnn", data.input_shape, data.num_classes)
+        teacher.load_state_dict(torch.load(opts["teacher"], weights_only=True))
+        fit_options.update(teacher=teacher.eval(), distill_T=temperature, distill_alpha=alpha)
+    if "augment" in opts:
+        fit_options["augment"] = shift_augment(int(opts["augment"]))
+    if "wd" in opts:
+        fit_options.update(optimizer="adamw", weight_decay=float(opts["wd"]))
+    started = time.time()
+    history = retrain_(model, cfg, data, lr_schedule="cosine", progress=False, **fit_options)
+    family = evaluate(model, data.x_test, data.y_test)
+    compress_(model, dataclasses.replace(cfg, epochs=0, init="float"), data=data)
+    result = {
+        "tag": tag,
+        "epochs": epochs,
+        "options": opts,
+        "stored_numbers": wacr.count_params(model),
+        "family_accuracy": family,
+        "coded_accuracy": evaluate(model, data.x_test, data.y_test),
+        "last_test_accuracies": [round(a, 4) for a in history["test_accuracy"][-5:]],
+        "last_train_accuracy": history["train_accuracy"][-1],
+        "seconds": round(time.time() - started),
+        "command": "python benchmarks/wacr_family.py " + " ".join(argv),
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
