@@ -169,13 +169,14 @@ def code_progressively(
         mats = {n: layer_matrix(modules[n]).numpy() for n in group}
         cost = {n: mats[n].size * positions[n] for n in group}
         # A group followed by fine-tuning may lose a little more before it; nothing follows
-        # the last one but the biases, so it gets the plain proxy floor.
-        # A group after which fine-tuning still follows is measured against the accuracy it
-        # starts from when that is already below the floor (pruning or an earlier group may
-        # have used the budget; the fine-tuning that follows can win it back).
+        # the last one but the biases, so it gets no slack.
+        # Every group's proxy search is measured against the accuracy it starts from when that
+        # is already below the floor (pruning or an earlier group may have used the budget;
+        # the fine-tuning that follows can win it back). For the last group the float floor
+        # would be out of reach at any SQNR and pin every layer at db_max: its rounds are
+        # still judged against the float-relative floor below.
         start = min(keep_floor, acc - cfg.proxy_share * cfg.tolerance)
-        base = keep_floor if last else start
-        proxy_floor = base - (0.0 if last else cfg.code_finetune_slack)
+        proxy_floor = start - (0.0 if last else cfg.code_finetune_slack)
         t0 = time.perf_counter()
         levels, trials = search_levels(model, mats, cost, x, y, proxy_floor, cfg)
         entry = {
