@@ -16,6 +16,7 @@ import torch
 from torch import fx, nn
 
 from fewops.nn.api import set_submodule
+from fewops.nn.trace import module_graph
 
 FOLDABLE_LAYERS = (nn.Linear, nn.Conv2d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -23,17 +24,12 @@ NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 def find_foldable(model: nn.Module) -> dict[str, str]:
     """Map layer name -> name of the BatchNorm that alone reads it (foldable pairs)."""
-    try:
-        traced = fx.symbolic_trace(model)
-    except Exception:  # noqa: BLE001 - an untraceable model just has no foldable pairs
+    mg = module_graph(model)
+    if mg is None:
         return {}
-    modules = dict(model.named_modules())
-    calls: dict[str, int] = {}
-    for node in traced.graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    modules, calls = mg.modules, mg.calls
     pairs = {}
-    for node in traced.graph.nodes:
+    for node in mg.graph.nodes:
         if node.op != "call_module" or not isinstance(modules.get(node.target), NORMS):
             continue
         src = node.args[0] if node.args else None

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx, nn
 
+from fewops.nn.trace import module_graph
+
 WEIGHT_LAYERS = (nn.Linear, nn.Conv2d)
 PER_CHANNEL = (
     nn.ReLU,
@@ -206,17 +208,12 @@ def find_feeders(model: nn.Module) -> dict[str, Feeder]:
 
     Models that :mod:`torch.fx` cannot trace get no feeders (their zero groups stay masked).
     """
-    try:
-        traced = fx.symbolic_trace(model)
-    except Exception:  # noqa: BLE001 - any tracing failure just means "no structural pruning"
+    mg = module_graph(model)
+    if mg is None:
         return {}
-    modules = dict(model.named_modules())
-    calls: dict[str, int] = {}
-    for node in traced.graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    modules, calls = mg.modules, mg.calls
     feeders: dict[str, Feeder] = {}
-    for node in traced.graph.nodes:
+    for node in mg.graph.nodes:
         if node.op != "call_module" or not isinstance(modules.get(node.target), WEIGHT_LAYERS):
             continue
         if calls[node.target] != 1 or not node.args:
