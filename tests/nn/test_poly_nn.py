@@ -235,9 +235,9 @@ def test_demo_config_codes_the_demo_mlp():
     )
     config = demo_config()
     assert config.epochs > 0
-    compress_(mlp, PolyConfig(**{**config.__dict__, "epochs": 0}))
+    compress_(mlp, PolyConfig(**{**config.__dict__, "epochs": 0, "init": "float"}))
     assert [m.coded.params for m in mlp if isinstance(m, CodedLinear)] == [
-        64 * 8 * 3,
-        32 * 8 * 3,
-        10 * 4 * 3,
+        (64 // 8 * 2) * (2 * 3) * (2 * 3),  # K 16 features x M 36 block moments
+        (32 // 8 * 2) * (64 // 8 * 3),  # K 8 x M 24
+        10 * (32 // 8 * 2),  # free outputs x M 8
     ]
