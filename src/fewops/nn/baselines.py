@@ -7,22 +7,28 @@ from dataclasses import dataclass, field
 from fewops.codes import csd, dense
 from fewops.nn.api import LayerSelection, register, set_submodule
 from fewops.nn.coded import coded_like, layer_matrix
+from fewops.nn.fold import fold_batchnorm_
 
 
 @dataclass(frozen=True)
 class DenseConfig:
-    """Dense MAC: ``bits``-bit fixed-point weights, one multiplier per weight."""
+    """Dense MAC: ``bits``-bit fixed-point weights, one multiplier per weight. With
+    ``fold_batchnorm`` a BatchNorm that alone reads a coded layer is folded into it first
+    (:mod:`fewops.nn.fold`), as the hardware would, so no per-channel multiplier is left out."""
 
     bits: int = 16
+    fold_batchnorm: bool = True
     layers: LayerSelection = field(default_factory=LayerSelection)
 
 
 @dataclass(frozen=True)
 class CSDConfig:
-    """Dense fixed point in CSD at ``bits`` bits, or the smallest width reaching ``target_db``."""
+    """Dense fixed point in CSD at ``bits`` bits, or the smallest width reaching ``target_db``
+    (BatchNorm folded first, as in :class:`DenseConfig`)."""
 
     bits: int | None = 8
     target_db: float | None = None
+    fold_batchnorm: bool = True
     layers: LayerSelection = field(default_factory=LayerSelection)
 
     def __post_init__(self) -> None:
@@ -30,8 +36,14 @@ class CSDConfig:
             raise ValueError("CSDConfig needs exactly one of bits and target_db.")
 
 
+def _fold(model, config, targets) -> None:
+    if config.fold_batchnorm:
+        fold_batchnorm_(model, [name for name, _, _ in targets])
+
+
 @register(DenseConfig)
 def _dense(model, config, targets, **_):
+    _fold(model, config, targets)
     for name, module, cfg in targets:
         coded = dense.encode(layer_matrix(module).numpy(), cfg.bits)
         set_submodule(model, name, coded_like(module, coded))
@@ -39,6 +51,7 @@ def _dense(model, config, targets, **_):
 
 @register(CSDConfig)
 def _csd(model, config, targets, **_):
+    _fold(model, config, targets)
     for name, module, cfg in targets:
         w = layer_matrix(module).numpy()
         bits = cfg.bits if cfg.bits is not None else csd.bits_for_sqnr(w, cfg.target_db)

@@ -191,13 +191,18 @@ def _pair(value) -> int:
 def compile_network(
     model: nn.Module, calibration: np.ndarray, *, act_bits: int = 8
 ) -> IntegerNetwork:
-    """Compile a Sequential of coded layers into an :class:`IntegerNetwork`.
+    """Compile a Sequential of coded layers into an :class:`IntegerNetwork` (any other model,
+    e.g. a ResNet, into a :class:`fewops.sim.traced.TracedNetwork`).
 
     ``calibration`` (float inputs in [0, 1]) sets each activation's power-of-two scale so that the
     largest value seen fits ``act_bits`` bits.
     """
     if not 2 <= int(act_bits) <= 16:
         raise ValueError(f"Activation width must be between 2 and 16 bits; got {act_bits}.")
+    if not isinstance(model, nn.Sequential):
+        from fewops.sim.traced import compile_traced  # residual networks: traced graph
+
+        return compile_traced(model, calibration, act_bits=act_bits)
     steps: list = []
     for name, module in _flat_modules(model):
         if isinstance(module, CodedLinear | CodedConv2d):
