@@ -125,6 +125,7 @@ def run_trained(args, model_name, model_opts):
     lcc_s = time.perf_counter() - t0
     stages = coded.fewops_stages
     lcc_test = evaluate(coded, data.x_test, data.y_test)
+    simulated = simulate_coded(coded, train, data, args.simulate) if args.simulate else None
     adds = stages["lcc"]["adds"]
     result = {
         "model": model_name,
@@ -139,6 +140,7 @@ def run_trained(args, model_name, model_opts):
         "csd_baseline": csd_best,
         "csd_sweep": csd_rows,
         "lcc_test_accuracy": lcc_test,
+        "integer_simulation": simulated,
         "lcc_adds": adds,
         "adds_ratio_csd_over_lcc": csd_best["adds"] / adds,
         "loss_points": 100 * (float_test - lcc_test),
@@ -157,6 +159,43 @@ def run_trained(args, model_name, model_opts):
         f"({result['adds_ratio_csd_over_lcc']:.2f}x), loss {result['loss_points']:.2f} points",
         flush=True,
     )
+    return result
+
+
+def simulate_coded(coded, train, data, count: int) -> dict:
+    """Run the first ``count`` test images through the integer simulator (8-bit activations,
+    calibrated on 256 training images): its accuracy, whether its logits equal the float64
+    reference bit for bit, and how often it predicts what the torch model predicts."""
+    from fewops.sim.network import compile_network
+
+    t0 = time.perf_counter()
+    net = compile_network(coded, train.x_train[:256], act_bits=8)
+    x, y = data.x_test[:count], data.y_test[:count]
+    logits = net.run(x)
+    exponent = net.layers[-1].exponent if hasattr(net, "steps") else net.exponent
+    reference = net.reference(x)
+    as_float = np.ldexp(logits.astype(np.float64), exponent)
+    bits = int(max(abs(int(v)) for v in logits.ravel()).bit_length())
+    # float64 holds the reference exactly only while the integers fit in 53 bits; beyond that
+    # (LCC layers with very fine output scales) it agrees to float64 precision
+    exact = bool(np.array_equal(as_float, reference)) if bits <= 53 else None
+    relative = float(np.abs(as_float - reference).max() / max(np.abs(reference).max(), 1e-300))
+    with torch.no_grad():
+        torch_pred = coded.eval()(torch.as_tensor(x)).argmax(1).numpy()
+    pred = logits.argmax(1)
+    result = {
+        "images": int(count),
+        "act_bits": 8,
+        "accuracy": float((pred == y).mean()),
+        "torch_accuracy_same_images": float((torch_pred == y).mean()),
+        "agrees_with_torch": float((pred == torch_pred).mean()),
+        "logit_bits": bits,
+        "equals_float64_reference": exact,
+        "max_relative_difference_to_reference": relative,
+        "predictions_equal_reference": float((pred == reference.argmax(1)).mean()),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    print(f"integer simulation: {result}", flush=True)
     return result
 
 
@@ -281,6 +320,13 @@ def main(argv=None):
     )
     p.add_argument(
         "--control-only", action="store_true", help="with --float-control: stop after the control"
+    )
+    p.add_argument(
+        "--simulate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the first N test images of the coded model through the integer simulator",
     )
     args = p.parse_args(argv)
     if args.prune_cache is None:

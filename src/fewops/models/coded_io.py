@@ -414,12 +414,14 @@ def save_compressed(out_dir, model, method: str, dataset, act_bits: int, simulat
     """
     network = None
     if simulate:
-        from fewops.sim.network import compile_network
+        from fewops.sim.network import IntegerNetwork, compile_network
 
         try:
             network = compile_network(model, dataset.x_train[:512], act_bits=act_bits)
         except ValueError:
             network = None
+        if not isinstance(network, IntegerNetwork):
+            network = None  # residual networks simulate (traced) but export layer by layer only
     return save_coded_model(
         model, out_dir, method=method, input_shape=dataset.input_shape, network=network
     )
