@@ -13,10 +13,10 @@ output goes nowhere else (found by tracing with :mod:`torch.fx`); anything else 
 from __future__ import annotations
 
 import torch
-from torch import fx, nn
+from torch import nn
 
 from fewops.nn.api import set_submodule
-from fewops.nn.trace import module_graph
+from fewops.nn.trace import module_graph, private_call
 
 FOLDABLE_LAYERS = (nn.Linear, nn.Conv2d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -33,14 +33,7 @@ def find_foldable(model: nn.Module) -> dict[str, str]:
         if node.op != "call_module" or not isinstance(modules.get(node.target), NORMS):
             continue
         src = node.args[0] if node.args else None
-        if not (
-            isinstance(src, fx.Node)
-            and src.op == "call_module"
-            and isinstance(modules.get(src.target), FOLDABLE_LAYERS)
-            and len(src.users) == 1
-            and calls[src.target] == 1
-            and calls[node.target] == 1
-        ):
+        if not private_call(src, mg, FOLDABLE_LAYERS) or calls[node.target] != 1:
             continue
         layer = modules[src.target]
         if modules[node.target].num_features != layer.weight.shape[0]:

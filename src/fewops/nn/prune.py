@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
-from torch import fx, nn
+from torch import nn
 
-from fewops.nn.trace import module_graph
+from fewops.nn.trace import module_graph, private_call
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv2d)
 PER_CHANNEL = (
@@ -221,22 +221,10 @@ def find_feeders(model: nn.Module) -> dict[str, Feeder]:
         consumer = modules[node.target]
         chain: list[str] = []
         cur = node.args[0]
-        while (
-            isinstance(cur, fx.Node)
-            and cur.op == "call_module"
-            and isinstance(modules.get(cur.target), PER_CHANNEL)
-            and len(cur.users) == 1
-            and calls[cur.target] == 1
-        ):
+        while private_call(cur, mg, PER_CHANNEL):
             chain.append(cur.target)
             cur = cur.args[0]
-        if not (
-            isinstance(cur, fx.Node)
-            and cur.op == "call_module"
-            and isinstance(modules.get(cur.target), WEIGHT_LAYERS)
-            and len(cur.users) == 1
-            and calls[cur.target] == 1
-        ):
+        if not private_call(cur, mg, WEIGHT_LAYERS):
             continue
         feeder = modules[cur.target]
         if type(feeder) is not type(consumer) and not (

@@ -28,3 +28,15 @@ def module_graph(model: nn.Module) -> ModuleGraph | None:
         if node.op == "call_module":
             calls[node.target] = calls.get(node.target, 0) + 1
     return ModuleGraph(traced.graph, dict(model.named_modules()), calls)
+
+
+def private_call(node, mg: ModuleGraph, types: tuple) -> bool:
+    """Whether ``node`` calls a module of one of ``types`` that is called only there and whose
+    output only one node reads (so it can be reshaped or folded for that one use)."""
+    return (
+        isinstance(node, fx.Node)
+        and node.op == "call_module"
+        and isinstance(mg.modules.get(node.target), types)
+        and len(node.users) == 1
+        and mg.calls[node.target] == 1
+    )
