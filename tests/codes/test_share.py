@@ -1,5 +1,7 @@
 """Column sharing: AP clustering, pre-sum lowering and graph composition, simulated exactly."""
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -8,11 +10,14 @@ from hypothesis import strategies as st
 from fewops.codes import csd
 from fewops.codes.common import sqnr_db
 from fewops.codes.share import (
+    WIDE_DATAPATH_BITS,
     Sharing,
+    WideDatapathWarning,
     cluster_columns,
     compose,
     identity_sharing,
     presum_graph,
+    share_and_decompose,
     share_for_sqnr,
     shared_graph,
 )
@@ -101,3 +106,30 @@ def test_share_for_sqnr_meets_target_with_fewer_columns():
     assert sqnr_db(w, s.expand()) >= 30.0
     assert s.num_clusters <= 8
     assert share_for_sqnr(w, 80.0).num_clusters == 40  # unreachable: no sharing at all
+
+
+def test_wide_layered_code_is_redone_with_grow_or_warned():
+    """DMP on a thin matrix at 40 dB refines through ever finer shifts (2^-96 here): by default
+    the layer is recoded with grow and the record says what DMP needed; with no width limit
+    the DMP code is kept and a warning names its width."""
+    w = np.random.default_rng(0).standard_normal((10, 64))
+    with pytest.warns(WideDatapathWarning, match=r"10 x 64 matrix at 40.0 dB needs a \d+-bit"):
+        dmp = share_and_decompose(
+            w, 40.0, algorithm="dmp", share_margin_db=None, max_datapath_bits=None
+        )
+    assert dmp.extra["algorithm_used"] == "dmp" and dmp.extra["width_fallback"] is None
+    assert dmp.extra["datapath_bits"] > WIDE_DATAPATH_BITS
+    assert dmp.extra["finest_bit"] < -60
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", WideDatapathWarning)
+        coded = share_and_decompose(w, 40.0, algorithm="dmp", share_margin_db=None)
+    assert coded.extra["algorithm_used"] == "grow"
+    fallback = coded.extra["width_fallback"]
+    assert fallback["from"] == "dmp"
+    assert fallback["datapath_bits"] == dmp.extra["datapath_bits"]
+    assert coded.extra["datapath_bits"] <= 40
+    assert coded.extra["sqnr_db"] >= 40.0
+    # The reported width holds the outputs at the 8-bit inputs that drive each one hardest.
+    x = np.where(coded.matrix >= 0, 127, -128).astype(np.int64)
+    out = evaluate(coded.graph, x)
+    assert np.all(np.abs(out) < 2 ** (coded.extra["datapath_bits"] - 1))

@@ -144,6 +144,13 @@ def test_conv_layers_code_through_im2col_with_positions():
     layers = model.fewops_stages["lcc"]["layers"]
     assert layers["0"]["positions"] == 49 and layers["2"]["positions"] == 9
     assert model.fewops_stages["lcc"]["adds"] == 49 * layers["0"]["adds"] + 9 * layers["2"]["adds"]
+    # DMP reaches 35 dB on conv2's thin 4 x 54 matrix only through shifts of 2^-170 and below:
+    # that layer is recoded with grow (max_datapath_bits=64) and its record says so.
+    for layer in layers.values():
+        assert layer["datapath_bits"] <= 64
+    fallback = layers["2"]["width_fallback"]
+    assert layers["2"]["algorithm_used"] == "grow" and fallback["from"] == "dmp"
+    assert fallback["datapath_bits"] > 64
     g = model[2].coded.graph
     # Graph.matrix() converts the exact integers to float64; LCC graphs can hold shifts far below
     # 2**-53 of the largest entry, so compare to float64 precision here.

@@ -26,6 +26,19 @@ from fewops.codes.common import check_matrix, sqnr_db
 from fewops.graph.builder import GraphBuilder, emit_outputs, sum_terms
 from fewops.graph.graph import Graph
 from fewops.graph.ops import Op
+from fewops.graph.widths import infer_widths
+
+# Datapath width (8-bit signed inputs) above which a layer's code is redone with grow (or, with
+# no limit set, a warning is given). The layered algorithms
+# (dmp, rs) refine every row in every step through the previous step's codewords, so each small
+# correction shifts the finest bit further down: thin slices at high SQNR reach 2^-120 and
+# beyond (a 10 x 64 Gaussian matrix at 40 dB: 140-bit adders). grow and fs stay near 30 bits.
+WIDE_DATAPATH_BITS = 64
+
+
+class WideDatapathWarning(UserWarning):
+    """A coded layer's exact fixed-point datapath is wider than WIDE_DATAPATH_BITS."""
+
 
 CENTRES = ("mean", "exemplar")
 
@@ -317,6 +330,7 @@ def share_and_decompose(
     seed: int = 0,
     workers: int | None = 1,
     options: dict | None = None,
+    max_datapath_bits: int | None = WIDE_DATAPATH_BITS,
     reference_bits: int | None = 8,
 ):
     """Code W at about ``target_db``: AP column sharing (at target + margin), then LCC.
@@ -325,11 +339,13 @@ def share_and_decompose(
     a :class:`~fewops.codes.base.CodedMatrix` whose one graph holds the pre-sums and the LCC of
     the narrow matrix; ``extra`` holds the per-stage numbers (with ``reference_bits``, also the
     dense-CSD adds of the narrow matrix at that width plus the pre-sums: what sharing alone buys).
+    A dmp / rs / mixed code whose exact datapath is wider than ``max_datapath_bits`` (8-bit
+    inputs; None: any width, with a warning above WIDE_DATAPATH_BITS) is redone with grow;
+    ``extra["algorithm_used"]`` and ``extra["width_fallback"]`` say so.
     """
     import time
 
     from fewops.codes.base import CodedMatrix
-    from fewops.codes.lcc import decompose
 
     t0 = time.perf_counter()
     w = check_matrix(w)
@@ -346,14 +362,9 @@ def share_and_decompose(
             lcc_db = float(target_db)
     t_share = time.perf_counter() - t0
     kw = dict(S=S, mem=mem, slice_width=slice_width, seed=seed, workers=workers, **(options or {}))
-    try:
-        result = decompose(sharing.centres, lcc_db, algorithm=algorithm, **kw)
-    except ValueError:
-        if algorithm == "grow":
-            raise
-        # Some slices stall below a high target with the layered algorithms; the growing
-        # codebook search reaches any target (at more adds), so fall back to it.
-        result = decompose(sharing.centres, lcc_db, algorithm="grow", **kw)
+    result, used, fallback = _decompose_within_width(
+        sharing.centres, lcc_db, algorithm, kw, max_datapath_bits
+    )
     graph = shared_graph(sharing, result.graph)
     w_hat = sharing.expand(result.matrix())
     wiring = 0
@@ -367,6 +378,15 @@ def share_and_decompose(
     from fewops.cost.count import count_graph
 
     total_adds = count_graph(graph).adds
+    datapath_bits = _datapath_bits(graph)
+    if datapath_bits > (WIDE_DATAPATH_BITS if max_datapath_bits is None else max_datapath_bits):
+        warnings.warn(
+            f"The LCC code of a {w.shape[0]} x {w.shape[1]} matrix at {lcc_db:.1f} dB needs a "
+            f"{datapath_bits}-bit datapath for 8-bit inputs (finest bit 2^{int(graph.lsb.min())}) "
+            f"with algorithm {used!r}. algorithm='grow' or 'fs' usually keeps it near 30 bits.",
+            WideDatapathWarning,
+            stacklevel=2,
+        )
     coded = CodedMatrix(
         method=method,
         graph=graph,
@@ -392,6 +412,10 @@ def share_and_decompose(
             "combine_adds": int(result.combine_adds),
             "adds": int(total_adds),
             "wiring_entries": wiring,
+            "algorithm_used": used,
+            "width_fallback": fallback,
+            "datapath_bits": datapath_bits,
+            "finest_bit": int(graph.lsb.min(initial=0)),
             "shared_csd_adds": None
             if reference_bits is None
             else _csd_adds(sharing.centres, reference_bits) + sharing.presum_adds,
@@ -403,6 +427,44 @@ def share_and_decompose(
     # would cost (inputs x nodes) work, so the decoded matrix is handed over directly.
     coded.__dict__["matrix"] = w_hat
     return coded
+
+
+def _datapath_bits(graph: Graph) -> int:
+    """The widest node of the exact fixed-point graph for 8-bit signed inputs."""
+    return int(infer_widths(graph, 8).max(initial=0))
+
+
+def _decompose_within_width(centres, lcc_db, algorithm, kw, max_bits):
+    """LCC of ``centres``; returns (result, algorithm used, fallback record or None).
+
+    Layered algorithms can stall below a high target on some slices: the growing codebook search
+    reaches any target, so those fall back to it. They can also reach it through ever finer
+    shifts (see WIDE_DATAPATH_BITS): a code wider than ``max_bits`` (None: no limit) is redone
+    with grow, and the record keeps what the requested algorithm needed.
+    """
+    from fewops.codes.lcc import decompose
+
+    try:
+        result = decompose(centres, lcc_db, algorithm=algorithm, **kw)
+    except ValueError as exc:
+        if algorithm == "grow":
+            raise
+        result = decompose(centres, lcc_db, algorithm="grow", **kw)
+        return result, "grow", {"from": algorithm, "reason": str(exc)}
+    if max_bits is None or algorithm in ("grow", "fs"):
+        return result, algorithm, None
+    bits = _datapath_bits(result.graph)
+    if bits <= max_bits:
+        return result, algorithm, None
+    narrow = decompose(centres, lcc_db, algorithm="grow", **kw)
+    record = {
+        "from": algorithm,
+        "reason": f"datapath of {bits} bits > {max_bits}",
+        "datapath_bits": bits,
+        "finest_bit": int(result.graph.lsb.min()),
+        "lcc_adds": int(result.adds),
+    }
+    return narrow, "grow", record
 
 
 def _csd_adds(w: np.ndarray, bits: int) -> int:

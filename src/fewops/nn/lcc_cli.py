@@ -72,6 +72,12 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
         help="keep BatchNorm as a per-channel affine after coded layers (default: fold it in)",
     )
     parser.add_argument("--share-margin-db", type=float, default=6.0)
+    parser.add_argument(
+        "--max-datapath-bits",
+        type=int,
+        default=64,
+        help="recode a layer with grow when dmp/rs/mixed needs a wider exact datapath (0: keep)",
+    )
     parser.add_argument("--workers", type=int, default=None, help="processes coding layers")
     parser.add_argument(
         "--max-rounds",
@@ -110,6 +116,7 @@ def config_from_args(args: argparse.Namespace) -> LCCConfig:
         share=not args.no_share,
         fold_batchnorm=not getattr(args, "no_fold_batchnorm", False),
         share_margin_db=args.share_margin_db,
+        max_datapath_bits=getattr(args, "max_datapath_bits", 64) or None,
         workers=args.workers,
         max_rounds=getattr(args, "max_rounds", 3),
         train_threads=getattr(args, "train_threads", None),

@@ -57,6 +57,8 @@ class LCCConfig:
     statistics) right before the layer is coded, so no per-channel multiplier is left beside
     the coded adds (:mod:`fewops.nn.fold`).
     Sharing: ``share``; clusters are kept at the layer's SQNR + ``share_margin_db``.
+    ``max_datapath_bits``: a layer whose dmp / rs / mixed code needs a wider exact datapath
+    (8-bit inputs) is coded with grow instead, and its stage record says so (None: keep it).
     ``workers`` processes code layers in parallel (None: CPU count). ``search_samples``
     training samples form the search set unless ``validation=(x, y)`` is passed.
     """
@@ -87,6 +89,7 @@ class LCCConfig:
     fold_batchnorm: bool = True
     share: bool = True
     share_margin_db: float = 6.0
+    max_datapath_bits: int | None = 64
     csd_bits: int = 8
     workers: int | None = None
     search_samples: int = 5000
@@ -114,6 +117,11 @@ class LCCConfig:
             raise ValueError(f"prune_lambda must be a finite number >= 0; got {self.prune_lambda}.")
         if not (0 < self.proxy_share <= 1):
             raise ValueError(f"proxy_share must be in (0, 1]; got {self.proxy_share}.")
+        if self.max_datapath_bits is not None and self.max_datapath_bits < 8:
+            raise ValueError(
+                f"max_datapath_bits must be None or at least 8 (the input width); got "
+                f"{self.max_datapath_bits}."
+            )
         if self.max_rounds < 1 or self.S < 1 or self.mem < 1:
             raise ValueError("max_rounds, S and mem must each be at least 1.")
         if self.code_finetune_epochs < 0:

@@ -146,6 +146,7 @@ def code_layers(
         "seed": cfg.seed,
         "workers": 1,
         "reference_bits": cfg.csd_bits,
+        "max_datapath_bits": cfg.max_datapath_bits,
     }
     jobs = [(n, mats[n], levels[n], kwargs) for n in sorted(mats, key=lambda k: -mats[k].size)]
     workers = (os.cpu_count() or 1) if cfg.workers is None else int(cfg.workers)
