@@ -244,3 +244,21 @@ def test_batchnorm_is_folded_before_coding_so_no_multiplier_is_left():
         kept, LCCConfig(target_db=30.0, workers=1, fold_batchnorm=False), input_shape=(1, 5, 5)
     )
     assert isinstance(kept[1], nn.BatchNorm2d) and "fold" not in kept.fewops_stages
+
+
+def test_max_datapath_bits_option():
+    import argparse
+
+    from fewops.nn.lcc_cli import add_cli_args, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_cli_args(parser)
+    assert config_from_args(parser.parse_args([])).max_datapath_bits == 64
+    assert (
+        config_from_args(parser.parse_args(["--max-datapath-bits", "0"])).max_datapath_bits is None
+    )
+    assert (
+        config_from_args(parser.parse_args(["--max-datapath-bits", "48"])).max_datapath_bits == 48
+    )
+    with pytest.raises(ValueError, match="max_datapath_bits must be None or at least 8.*got 4"):
+        LCCConfig(max_datapath_bits=4)
