@@ -202,6 +202,8 @@ def config_for(
     batch_size: int = 128,
     init: str = "float",
     precondition: bool = True,
+    qat_epochs: int = 0,
+    qat_lr: float | None = None,
 ) -> PolyConfig:
     """A preset maps layer names to (axis, interval, degree) or to a dict of PolyConfig fields."""
     overrides = {
@@ -218,6 +220,8 @@ def config_for(
         batch_size=batch_size,
         init=init,
         precondition=precondition,
+        qat_epochs=qat_epochs,
+        qat_lr=qat_lr,
         layers=LayerSelection(overrides=overrides),
     )
 
@@ -304,7 +308,10 @@ def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseli
     started = time.perf_counter()
     init = getattr(args, "init", "float")
     precondition = not getattr(args, "no_precondition", False)
-    config = config_for(preset, epochs, mode, lr, coef_bits, args.retrain_batch, init, precondition)
+    qat = {"qat_epochs": getattr(args, "qat_epochs", 0), "qat_lr": getattr(args, "qat_lr", None)}
+    config = config_for(
+        preset, epochs, mode, lr, coef_bits, args.retrain_batch, init, precondition, **qat
+    )
     dropout = getattr(args, "retrain_dropout", None)
     saved = set_dropout(model, dropout) if dropout is not None else {}
     history = {}
@@ -318,6 +325,8 @@ def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseli
         module.p = p
     # Accuracy on the family before the coefficients are quantized, then code (no retraining).
     family_accuracy = evaluate(model, data.x_test, data.y_test)
+    if "qat" in history:  # the model is on the grid now: the family's accuracy came before QAT
+        family_accuracy = history["test_accuracy"][-1]
     compress_(model, dataclasses.replace(config, epochs=0, init="float"), data=data)
     seconds = time.perf_counter() - started
     params = count_params(model)
@@ -328,6 +337,11 @@ def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseli
         "accuracy": evaluate(model, data.x_test, data.y_test),
         "family_accuracy": family_accuracy,
         "history": {k: history.get(k) for k in ("train_accuracy", "test_accuracy", "seconds")},
+        "qat_history": {
+            k: history["qat"].get(k) for k in ("train_accuracy", "test_accuracy", "seconds")
+        }
+        if "qat" in history
+        else None,
         "params": params,
         "reduction": baseline_params / params["total"],
         "reduction_weights_only": baseline_params / params["coefficients"],
@@ -566,6 +580,13 @@ def main(argv=None):
         help="retrain with knowledge distillation from the float model: temperature T, "
         "weight ALPHA of the soft-target loss (e.g. 4,0.7); default off",
     )
+    parser.add_argument(
+        "--qat-epochs",
+        type=int,
+        default=0,
+        help="epochs after retraining with the coefficients on their 8-bit grid (default 0)",
+    )
+    parser.add_argument("--qat-lr", type=float, default=None, help="QAT rate (default lr / 10)")
     parser.add_argument("--float-path", default=None, help="save the float CNN here")
     parser.add_argument(
         "--wait-float", action="store_true", help="load the float CNN from --float-path instead"

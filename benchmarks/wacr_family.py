@@ -7,7 +7,8 @@ JSON stay float, which isolates one part of the network.
 FAMILY_JSON maps layer names (0 conv1, 2 conv2, 7 dense1, 10 dense2) to PolyConfig fields or
 to [axis, interval, degree]. Options: lr (3e-3), batch (64), seed (0), dropout (0), precond
 (1; 0 = raw moments), distill=T,ALPHA with teacher=PATH (a float model's state dict), augment=S
-(random shifts of up to S pixels), wd (AdamW weight decay). Retraining: Adam, cosine, the
+(random shifts of up to S pixels), wd (AdamW weight decay), qat=N and qat_lr (quantization-
+aware epochs after retraining). Retraining: Adam, cosine, the
 float model's own init for the float layers; accuracy on the 2,000 held-out test images.
 """
 
@@ -75,6 +76,8 @@ def main(argv: list[str]) -> dict:
         int(opts.get("batch", 64)),
         "scratch",
         opts.get("precond", "1") == "1",
+        int(opts.get("qat", 0)),
+        float(opts["qat_lr"]) if "qat_lr" in opts else None,
     )
     skip = tuple(n for n in LAYERS if n not in preset)
     cfg = dataclasses.replace(
@@ -92,7 +95,7 @@ def main(argv: list[str]) -> dict:
         fit_options.update(optimizer="adamw", weight_decay=float(opts["wd"]))
     started = time.time()
     history = retrain_(model, cfg, data, lr_schedule="cosine", progress=False, **fit_options)
-    family = evaluate(model, data.x_test, data.y_test)
+    family = evaluate(model, data.x_test, data.y_test)  # after QAT: already on the grid
     compress_(model, dataclasses.replace(cfg, epochs=0, init="float"), data=data)
     result = {
         "tag": tag,
@@ -103,6 +106,9 @@ def main(argv: list[str]) -> dict:
         "coded_accuracy": evaluate(model, data.x_test, data.y_test),
         "last_test_accuracies": [round(a, 4) for a in history["test_accuracy"][-5:]],
         "last_train_accuracy": history["train_accuracy"][-1],
+        "qat_test_accuracies": [round(a, 4) for a in history["qat"]["test_accuracy"]]
+        if "qat" in history
+        else None,
         "seconds": round(time.time() - started),
         "command": "python benchmarks/wacr_family.py " + " ".join(argv),
     }

@@ -58,6 +58,12 @@ CONFIG = PolyConfig(
         ({"interval": 1}, "Interval length must be an integer of at least 2, or None"),
         ({"mode": "ste"}, "Unknown training mode 'ste'; use 'project' or 'reparam'."),
         ({"epochs": -1}, "epochs must be a non-negative integer; got -1."),
+        (
+            {"qat_epochs": -2, "mode": "reparam"},
+            "qat_epochs must be a non-negative integer; got -2",
+        ),
+        ({"qat_epochs": 2}, "qat_epochs needs mode='reparam'"),
+        ({"qat_lr": 0.0}, "qat_lr must be a positive number or None; got 0.0"),
     ],
 )
 def test_config_rejects_bad_values(kwargs, message):
@@ -203,6 +209,11 @@ def test_cli_families_json_file_or_string(tmp_path):
         assert (config.init, config.batch_size, config.precondition) == ("scratch", 64, True)
     args = parser.parse_args(["--no-precondition"])
     assert config_from_args(args).precondition is False
+    config = config_from_args(
+        parser.parse_args(["--mode", "reparam", "--qat-epochs", "3", "--qat-lr", "1e-4"])
+    )
+    assert (config.qat_epochs, config.qat_lr) == (3, 1e-4)
+    assert config_from_args(parser.parse_args([])).qat_epochs == 0
 
 
 @pytest.mark.parametrize(

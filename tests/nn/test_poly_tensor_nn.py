@@ -251,3 +251,56 @@ def test_retraining_with_and_without_preconditioning_both_end_on_the_family():
             tuple(model[3].weight.shape), ((None, 1), None, (None, 2)), (6, 1), (8, 4, 4)
         )
         np.testing.assert_allclose(pt.project(w, layout), w, atol=1e-4)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_quantized_forward_is_what_the_encoder_stores(bits):
+    """With quantization-aware training on, a layer computes with exactly the weight the
+    encoder will decode (integer coefficients times their power-of-two steps)."""
+    for layer, _ in _dense_and_conv_layers():
+        w = layer.weight_matrix().detach().double().numpy()
+        stored = pt.encode(w.reshape(layer.layout.shape), layer.layout, bits).matrix
+        assert np.abs(stored - w).max() > 1e-4  # quantization changes the weight ...
+        layer.quantize_(bits)
+        q = layer.weight_matrix().detach().double().numpy()
+        np.testing.assert_allclose(q, stored, atol=1e-5 * np.abs(w).max())  # ... to this
+        layer.quantize_(None)
+        np.testing.assert_allclose(layer.weight_matrix().detach().double().numpy(), w, atol=1e-6)
+
+
+def test_quantization_aware_retraining_ends_on_the_stored_grid():
+    data = toy_images()
+
+    def retrained(qat_epochs):
+        model = _model()
+        config = PolyConfig(
+            epochs=2,
+            mode="reparam",
+            init="scratch",
+            lr=1e-2,
+            batch_size=16,
+            coef_bits=4,
+            qat_epochs=qat_epochs,
+            layers=LayerSelection(overrides=OVERRIDES),
+        )
+        history = retrain_(model, config, data, progress=False)
+        return model, history
+
+    def encode_error(model):
+        errors = []
+        for name in ("0", "3"):
+            module = model.get_submodule(name)
+            o = OVERRIDES[name]
+            layout = pt.make_tensor_layout(
+                tuple(module.weight.shape), o["in_factors"], o["out_factor"], o.get("in_shape")
+            )
+            w = module.weight.detach().double().numpy()
+            stored = pt.encode(w, layout, 4).matrix.reshape(w.shape)
+            errors.append(np.abs(stored - w).max() / np.abs(w).max())
+        return max(errors)
+
+    plain, _ = retrained(0)
+    qat, history = retrained(2)
+    assert len(history["qat"]["loss"]) == 2
+    assert encode_error(plain) > 1e-3  # 4-bit coefficients move an ordinary retrained weight
+    assert encode_error(qat) < 1e-5  # after QAT the encoder stores the weights as they are

@@ -55,7 +55,11 @@ class PolyConfig:
     retrains from random coefficients scaled on a training batch instead of from the
     projection of the float weights. ``precondition`` (reparam, tensor layers; default on)
     learns the coefficients against moments scaled to unit RMS on a training batch: the same
-    family and weights, far better conditioned for Adam (see :mod:`fewops.nn.poly_tensor`)."""
+    family and weights, far better conditioned for Adam (see :mod:`fewops.nn.poly_tensor`).
+    ``qat_epochs`` (reparam, tensor layers) more epochs after retraining with the coefficients
+    rounded to their ``coef_bits`` grid in the forward pass (straight-through gradients) at
+    ``qat_lr`` (None: lr / 10), so the network learns around its quantization error; the
+    weights end on the grid the encoder stores exactly."""
 
     axis: str = "fan_in"
     interval: int | None = None
@@ -74,6 +78,8 @@ class PolyConfig:
     bias_degree: int | None = None
     init: str = "float"
     precondition: bool = True
+    qat_epochs: int = 0
+    qat_lr: float | None = None
 
     def __post_init__(self) -> None:
         if self.bias_degree is not None:
@@ -100,6 +106,18 @@ class PolyConfig:
             raise ValueError(f"epochs must be a non-negative integer; got {self.epochs!r}.")
         if not (isinstance(self.lr, int | float) and self.lr > 0):
             raise ValueError(f"lr must be a positive number; got {self.lr!r}.")
+        if (
+            isinstance(self.qat_epochs, bool)
+            or not isinstance(self.qat_epochs, int)
+            or self.qat_epochs < 0
+        ):
+            raise ValueError(f"qat_epochs must be a non-negative integer; got {self.qat_epochs!r}.")
+        if self.qat_epochs and self.mode != "reparam":
+            raise ValueError("qat_epochs needs mode='reparam' (it trains the coefficients).")
+        if self.qat_lr is not None and not (
+            isinstance(self.qat_lr, int | float) and self.qat_lr > 0
+        ):
+            raise ValueError(f"qat_lr must be a positive number or None; got {self.qat_lr!r}.")
 
 
 def layer_layout(module: nn.Module, cfg: PolyConfig):
@@ -287,18 +305,20 @@ def retrain_(model: nn.Module, config: PolyConfig, data, **fit_kwargs) -> dict:
             layer = cls(module, layout)
         layer = layer.to(module.weight.device)
         set_submodule(model, name, layer)
-        swapped.append((name, module, layer))
+        swapped.append((name, module, layer, cfg))
     try:
-        layers = [layer for _, _, layer in swapped]
+        layers = [layer for _, _, layer, _ in swapped]
         if config.init == "scratch":
             _scratch_init(model, layers, data, config.seed, config.precondition)
         elif config.precondition:
             tensor_layers = [lay for lay in layers if isinstance(lay, npt.TensorPolyLayer)]
             _on_batch(model, data, lambda x: npt.precondition_(model, tensor_layers, x))
         history = fit(model, data, **settings)
+        if config.qat_epochs:
+            history["qat"] = _quantization_aware(model, swapped, data, config, settings)
     finally:
         with torch.no_grad():
-            for name, module, layer in swapped:
+            for name, module, layer, _ in swapped:
                 if isinstance(layer, npt.TensorPolyLayer):
                     layer.write_back(module)
                 else:
@@ -306,7 +326,23 @@ def retrain_(model: nn.Module, config: PolyConfig, data, **fit_kwargs) -> dict:
                     if module.bias is not None:
                         module.bias.copy_(layer.bias)
                 set_submodule(model, name, module)
+                if isinstance(layer, npt.TensorPolyLayer):
+                    layer.quantize_(None)
     return history
+
+
+def _quantization_aware(model: nn.Module, swapped, data, config: PolyConfig, settings: dict):
+    """``config.qat_epochs`` epochs with the tensor layers' coefficients on their fixed-point
+    grid (steps chosen from the retrained weights); the layers stay quantized for write-back."""
+    from fewops.nn.train import fit
+
+    for _, _, layer, cfg in swapped:
+        if isinstance(layer, npt.TensorPolyLayer):
+            layer.quantize_(cfg.coef_bits)
+    qat = dict(settings, epochs=config.qat_epochs, lr=config.qat_lr or config.lr / 10)
+    if qat.get("checkpoint") is not None:  # its own file: a resume must not mix the two runs
+        qat["checkpoint"] = f"{qat['checkpoint']}.qat"
+    return fit(model, data, **qat)
 
 
 def _on_batch(model: nn.Module, data, action) -> None:
@@ -451,6 +487,14 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     )
     _add(
         parser,
+        "--qat-epochs",
+        type=int,
+        default=0,
+        help="reparam: epochs after retraining with the coefficients on their coef-bits grid",
+    )
+    _add(parser, "--qat-lr", type=float, default=None, help="QAT learning rate (default lr / 10)")
+    _add(
+        parser,
         "--families",
         default=None,
         metavar="JSON",
@@ -552,5 +596,7 @@ def config_from_args(args: argparse.Namespace) -> PolyConfig:
         batch_size=getattr(args, "batch_size", 128),
         init=getattr(args, "init", "float"),
         precondition=not getattr(args, "no_precondition", False),
+        qat_epochs=getattr(args, "qat_epochs", 0) or 0,
+        qat_lr=getattr(args, "qat_lr", None),
         layers=LayerSelection(overrides=overrides),
     )

@@ -101,6 +101,7 @@ class TensorPolyLayer(nn.Module):
         w = module.weight.detach().float().reshape(module.weight.shape[0], -1)
         self.coefs = nn.Parameter(q_out.t() @ w @ q_in)  # the projection of the current W
         self.register_buffer("moment_scale", torch.ones(q_in.shape[1]))
+        self.quant = None  # (to integer basis, back, steps, top) during quantization-aware training
         self.bias_degree = bias_degree
         self.register_parameter("bias_coefs", None)
         self.register_parameter("bias", None)
@@ -123,8 +124,44 @@ class TensorPolyLayer(nn.Module):
         return self.layout.params + bias
 
     def effective_coefs(self) -> torch.Tensor:
-        """The coefficients that multiply the (unscaled) moments: C / moment_scale."""
-        return self.coefs / self.moment_scale
+        """The coefficients that multiply the (unscaled) moments: C / moment_scale, rounded to
+        the stored fixed-point grid while quantization-aware training is on."""
+        coefs = self.coefs / self.moment_scale
+        if self.quant is None:
+            return coefs
+        to_int, from_int, step, top = self.quant
+        stored = to_int[0] @ coefs @ to_int[1].t()  # the integer basis' coefficients
+        grid = torch.clamp(torch.round(stored / step), -top, top) * step
+        stored = stored + (grid - stored).detach()  # straight-through: gradients pass as is
+        return from_int[0] @ stored @ from_int[1].t()
+
+    @torch.no_grad()
+    def quantize_(self, bits: int | None) -> None:
+        """Quantization-aware training on (``bits``) or off (None): the forward pass then uses
+        the coefficients as :func:`fewops.codes.poly_tensor.encode` will store them (integers
+        times the power-of-two steps chosen now, from the current weight), with straight-through
+        gradients. The stored coefficients are A_out C A_in.T with A = pinv(P) Q, the change
+        from the orthonormal to the integer Vandermonde basis of the same family (square and
+        invertible per factor)."""
+        if bits is None:
+            self.quant = None
+            return
+        w = self.weight_matrix().double().cpu().numpy()
+        _, exps = pt.quantize(w, self.layout, bits)
+        dev, dtype = self.coefs.device, self.coefs.dtype
+        q_out, q_in = (q.double().cpu().numpy() for q in (self.q_out, self.q_in))
+        a_out = self.layout.out.pinv @ q_out
+        a_in = self.layout.pinv_in @ q_in
+
+        def tensor(a):
+            return torch.as_tensor(a, dtype=dtype, device=dev)
+
+        self.quant = (
+            (tensor(a_out), tensor(a_in)),
+            (tensor(np.linalg.inv(a_out)), tensor(np.linalg.inv(a_in))),
+            tensor(np.ldexp(1.0, exps)),
+            float(2 ** (int(bits) - 1) - 1),
+        )
 
     @torch.no_grad()
     def set_moment_scale_(self, scale: torch.Tensor) -> None:
