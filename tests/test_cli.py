@@ -70,6 +70,8 @@ def test_compress_wacr_retrains_a_tensor_family_from_the_cli(tmp_path):
             "0.01",
             "--batch-size",
             "32",
+            "--qat-epochs",
+            "2",
         ]
         + ["--families", family, "--layer-poly", "3=fan_in:8:1"]
     )
@@ -78,6 +80,7 @@ def test_compress_wacr_retrains_a_tensor_family_from_the_cli(tmp_path):
     wacr = next(m for m in report["methods"] if m["method"] == "wacr")
     assert wacr["config"]["epochs"] == 8 and wacr["config"]["lr"] == 0.01
     assert wacr["config"]["init"] == "scratch" and wacr["config"]["precondition"] is True
+    assert wacr["config"]["qat_epochs"] == 2 and wacr["config"]["qat_lr"] is None
     first = wacr["layers"][0]
     assert first["params"] == 16 // 8 * 2 * (2 * 3) * (2 * 3)  # K x M of the 2-D family
     assert wacr["accuracy"]["simulated"] > 0.6  # retrained from random coefficients
