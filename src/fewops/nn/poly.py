@@ -332,17 +332,31 @@ def retrain_(model: nn.Module, config: PolyConfig, data, **fit_kwargs) -> dict:
 
 
 def _quantization_aware(model: nn.Module, swapped, data, config: PolyConfig, settings: dict):
-    """``config.qat_epochs`` epochs with the tensor layers' coefficients on their fixed-point
-    grid (steps chosen from the retrained weights); the layers stay quantized for write-back."""
+    """``config.qat_epochs`` epochs with every tensor-form layer computing with the weight its
+    encoder will store; the layers stay quantized for write-back."""
     from fewops.nn.train import fit
 
-    for _, _, layer, cfg in swapped:
+    for _, module, layer, cfg in swapped:
         if isinstance(layer, npt.TensorPolyLayer):
-            layer.quantize_(cfg.coef_bits)
+            layer.quantize_(_encoder_grid(module, cfg))
     qat = dict(settings, epochs=config.qat_epochs, lr=config.qat_lr or config.lr / 10)
     if qat.get("checkpoint") is not None:  # its own file: a resume must not mix the two runs
         qat["checkpoint"] = f"{qat['checkpoint']}.qat"
     return fit(model, data, **qat)
+
+
+def _encoder_grid(module: nn.Module, cfg: PolyConfig):
+    """weight matrix -> the matrix ``_poly`` will store for this layer (tensor or 1-D encoder)."""
+    layout = layer_layout(module, cfg)
+    if isinstance(layout, pt.TensorLayout):
+        return npt.tensor_grid(layout, cfg.coef_bits)
+    shape = tuple(module.weight.shape)
+
+    def stored(w: np.ndarray) -> np.ndarray:
+        q, exps = poly.quantize(w.reshape(shape), layout, cfg.coef_bits)
+        return poly.evaluate(q, layout, exps).reshape(w.shape)
+
+    return stored
 
 
 def _on_batch(model: nn.Module, data, action) -> None:

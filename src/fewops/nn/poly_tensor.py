@@ -101,7 +101,7 @@ class TensorPolyLayer(nn.Module):
         w = module.weight.detach().float().reshape(module.weight.shape[0], -1)
         self.coefs = nn.Parameter(q_out.t() @ w @ q_in)  # the projection of the current W
         self.register_buffer("moment_scale", torch.ones(q_in.shape[1]))
-        self.quant = None  # (to integer basis, back, steps, top) during quantization-aware training
+        self.quant = None  # the encoder's rounding, during quantization-aware training
         self.bias_degree = bias_degree
         self.register_parameter("bias_coefs", None)
         self.register_parameter("bias", None)
@@ -124,44 +124,25 @@ class TensorPolyLayer(nn.Module):
         return self.layout.params + bias
 
     def effective_coefs(self) -> torch.Tensor:
-        """The coefficients that multiply the (unscaled) moments: C / moment_scale, rounded to
-        the stored fixed-point grid while quantization-aware training is on."""
+        """The coefficients that multiply the (unscaled) moments: C / moment_scale; while
+        quantization-aware training is on, those of the weight as the encoder will store it."""
         coefs = self.coefs / self.moment_scale
         if self.quant is None:
             return coefs
-        to_int, from_int, step, top = self.quant
-        stored = to_int[0] @ coefs @ to_int[1].t()  # the integer basis' coefficients
-        grid = torch.clamp(torch.round(stored / step), -top, top) * step
-        stored = stored + (grid - stored).detach()  # straight-through: gradients pass as is
-        return from_int[0] @ stored @ from_int[1].t()
+        with torch.no_grad():
+            w = self.q_out @ coefs @ self.q_in.t()
+            stored = self.quant(w.double().cpu().numpy())
+            # The stored weight lies in the family, so these coefficients give it exactly.
+            stored = torch.as_tensor(stored, dtype=coefs.dtype, device=coefs.device)
+            on_grid = self.q_out.t() @ stored @ self.q_in
+        return coefs + (on_grid - coefs).detach()  # straight-through: gradients pass as is
 
-    @torch.no_grad()
-    def quantize_(self, bits: int | None) -> None:
-        """Quantization-aware training on (``bits``) or off (None): the forward pass then uses
-        the coefficients as :func:`fewops.codes.poly_tensor.encode` will store them (integers
-        times the power-of-two steps chosen now, from the current weight), with straight-through
-        gradients. The stored coefficients are A_out C A_in.T with A = pinv(P) Q, the change
-        from the orthonormal to the integer Vandermonde basis of the same family (square and
-        invertible per factor)."""
-        if bits is None:
-            self.quant = None
-            return
-        w = self.weight_matrix().double().cpu().numpy()
-        _, exps = pt.quantize(w, self.layout, bits)
-        dev, dtype = self.coefs.device, self.coefs.dtype
-        q_out, q_in = (q.double().cpu().numpy() for q in (self.q_out, self.q_in))
-        a_out = self.layout.out.pinv @ q_out
-        a_in = self.layout.pinv_in @ q_in
-
-        def tensor(a):
-            return torch.as_tensor(a, dtype=dtype, device=dev)
-
-        self.quant = (
-            (tensor(a_out), tensor(a_in)),
-            (tensor(np.linalg.inv(a_out)), tensor(np.linalg.inv(a_in))),
-            tensor(np.ldexp(1.0, exps)),
-            float(2 ** (int(bits) - 1) - 1),
-        )
+    def quantize_(self, quantizer) -> None:
+        """Quantization-aware training on or off (None). ``quantizer`` maps a weight matrix
+        (F, fan_in) to the matrix the encoder stores for it (:func:`tensor_grid`, or the 1-D
+        encoder's for a 1-D family trained in tensor form); the forward pass then computes
+        with that weight and passes gradients straight through."""
+        self.quant = quantizer
 
     @torch.no_grad()
     def set_moment_scale_(self, scale: torch.Tensor) -> None:
@@ -214,6 +195,17 @@ class TensorPolyLayer(nn.Module):
         module.weight.copy_(self.weight_matrix().reshape(module.weight.shape))
         if module.bias is not None:
             module.bias.copy_(self.bias_vector())
+
+
+def tensor_grid(layout: pt.TensorLayout, bits: int):
+    """The weight matrix :func:`fewops.codes.poly_tensor.encode` stores for a weight matrix:
+    coefficients fitted, rounded to ``bits`` with their power-of-two steps, evaluated."""
+
+    def stored(w: np.ndarray) -> np.ndarray:
+        q, exps = pt.quantize(w, layout, bits)
+        return pt.evaluate(q, layout, exps)
+
+    return stored
 
 
 def _channel_separable(layout: pt.TensorLayout, shape) -> bool:
