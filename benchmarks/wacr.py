@@ -204,6 +204,7 @@ def config_for(
     precondition: bool = True,
     qat_epochs: int = 0,
     qat_lr: float | None = None,
+    restarts: int = 1,
 ) -> PolyConfig:
     """A preset maps layer names to (axis, interval, degree) or to a dict of PolyConfig fields."""
     overrides = {
@@ -222,6 +223,7 @@ def config_for(
         precondition=precondition,
         qat_epochs=qat_epochs,
         qat_lr=qat_lr,
+        restarts=restarts,
         layers=LayerSelection(overrides=overrides),
     )
 
@@ -308,7 +310,11 @@ def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseli
     started = time.perf_counter()
     init = getattr(args, "init", "float")
     precondition = not getattr(args, "no_precondition", False)
-    qat = {"qat_epochs": getattr(args, "qat_epochs", 0), "qat_lr": getattr(args, "qat_lr", None)}
+    qat = {
+        "qat_epochs": getattr(args, "qat_epochs", 0),
+        "qat_lr": getattr(args, "qat_lr", None),
+        "restarts": getattr(args, "restarts", 1),
+    }
     config = config_for(
         preset, epochs, mode, lr, coef_bits, args.retrain_batch, init, precondition, **qat
     )
@@ -342,6 +348,7 @@ def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseli
         }
         if "qat" in history
         else None,
+        "restarts": history.get("restarts"),
         "params": params,
         "reduction": baseline_params / params["total"],
         "reduction_weights_only": baseline_params / params["coefficients"],
@@ -587,6 +594,12 @@ def main(argv=None):
         help="epochs after retraining with the coefficients on their 8-bit grid (default 0)",
     )
     parser.add_argument("--qat-lr", type=float, default=None, help="QAT rate (default lr / 10)")
+    parser.add_argument(
+        "--restarts",
+        type=int,
+        default=1,
+        help="retrain each preset from this many seeds, keep the lowest training loss",
+    )
     parser.add_argument("--float-path", default=None, help="save the float CNN here")
     parser.add_argument(
         "--wait-float", action="store_true", help="load the float CNN from --float-path instead"

@@ -64,6 +64,7 @@ CONFIG = PolyConfig(
         ),
         ({"qat_epochs": 2}, "qat_epochs needs mode='reparam'"),
         ({"qat_lr": 0.0}, "qat_lr must be a positive number or None; got 0.0"),
+        ({"restarts": 0}, "restarts must be an integer of at least 1; got 0."),
     ],
 )
 def test_config_rejects_bad_values(kwargs, message):
@@ -213,6 +214,7 @@ def test_cli_families_json_file_or_string(tmp_path):
         parser.parse_args(["--mode", "reparam", "--qat-epochs", "3", "--qat-lr", "1e-4"])
     )
     assert (config.qat_epochs, config.qat_lr) == (3, 1e-4)
+    assert config_from_args(parser.parse_args(["--restarts", "3"])).restarts == 3
     assert config_from_args(parser.parse_args([])).qat_epochs == 0
 
 

@@ -1,6 +1,7 @@
 """WACR tensor-product families in PyTorch: reparameterised layers, polynomial biases,
 projected and from-scratch retraining, coding through compress_."""
 
+import dataclasses
 import re
 
 import numpy as np
@@ -310,3 +311,30 @@ def test_quantization_aware_retraining_ends_on_the_stored_grid():
     assert len(history["qat"]["loss"]) == 2
     assert encode_error(plain) > 1e-3  # 4-bit coefficients move an ordinary retrained weight
     assert encode_error(qat) < 1e-5  # after QAT the encoder stores the weights as they are
+
+
+def test_restarts_keep_the_run_with_the_lowest_training_loss():
+    data = toy_images()
+    config = PolyConfig(
+        epochs=2,
+        mode="reparam",
+        init="scratch",
+        lr=1e-2,
+        batch_size=16,
+        seed=3,
+        restarts=3,
+        layers=LayerSelection(overrides=OVERRIDES),
+    )
+    model = _model()
+    history = retrain_(model, config, data, progress=False)
+    runs = history["restarts"]
+    assert [r["seed"] for r in runs] == [3, 4, 5]
+    losses = [r["loss"] for r in runs]
+    assert len(set(losses)) == 3  # different seeds, different runs
+    assert history["loss"][-1] == min(losses)  # the history (and model) of the best run
+    # The model holds the chosen run's weights: retraining that seed alone gives them again.
+    best_seed = runs[int(np.argmin(losses))]["seed"]
+    alone = _model()
+    retrain_(alone, dataclasses.replace(config, seed=best_seed, restarts=1), data, progress=False)
+    for a, b in zip(model.parameters(), alone.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
