@@ -42,6 +42,19 @@ OVERRIDES = {
 }
 
 
+def _scratch(**changes) -> PolyConfig:
+    """From-scratch retraining of the OVERRIDES families on the toy images."""
+    settings = dict(
+        epochs=2,
+        mode="reparam",
+        init="scratch",
+        lr=1e-2,
+        batch_size=16,
+        layers=LayerSelection(overrides=OVERRIDES),
+    )
+    return PolyConfig(**{**settings, **changes})
+
+
 def test_reparameterised_layer_is_the_projection_and_reads_moments_first():
     torch.manual_seed(2)
     lin = nn.Linear(24, 6)
@@ -101,14 +114,7 @@ def test_channel_separable_conv_forms_moments_channels_first_exactly(stride_padd
 )
 def test_retraining_ends_on_the_family_with_polynomial_biases(mode, init):
     model = _model()
-    config = PolyConfig(
-        epochs=2,
-        mode=mode,
-        init=init,
-        lr=1e-2,
-        batch_size=16,
-        layers=LayerSelection(overrides=OVERRIDES),
-    )
+    config = _scratch(mode=mode, init=init)
     retrain_(model, config, toy_images(), progress=False)
     for name in ("0", "3"):
         module = model.get_submodule(name)
@@ -124,14 +130,7 @@ def test_retraining_ends_on_the_family_with_polynomial_biases(mode, init):
 
 def test_compress_codes_tensor_layers_and_counts_bias_coefficients():
     model = _model()
-    config = PolyConfig(
-        epochs=1,
-        mode="reparam",
-        init="scratch",
-        lr=1e-2,
-        batch_size=16,
-        layers=LayerSelection(overrides=OVERRIDES),
-    )
+    config = _scratch(epochs=1)
     data = toy_images()
     compress_(model, config, data=data, progress=False)
     conv, lin = model[0], model[3]
@@ -275,16 +274,7 @@ def test_quantization_aware_retraining_ends_on_the_stored_grid():
 
     def retrained(qat_epochs):
         model = _model()
-        config = PolyConfig(
-            epochs=2,
-            mode="reparam",
-            init="scratch",
-            lr=1e-2,
-            batch_size=16,
-            coef_bits=4,
-            qat_epochs=qat_epochs,
-            layers=LayerSelection(overrides=OVERRIDES),
-        )
+        config = _scratch(coef_bits=4, qat_epochs=qat_epochs)
         history = retrain_(model, config, data, progress=False)
         return model, history
 
@@ -315,16 +305,7 @@ def test_quantization_aware_retraining_ends_on_the_stored_grid():
 
 def test_restarts_keep_the_run_with_the_lowest_training_loss():
     data = toy_images()
-    config = PolyConfig(
-        epochs=2,
-        mode="reparam",
-        init="scratch",
-        lr=1e-2,
-        batch_size=16,
-        seed=3,
-        restarts=3,
-        layers=LayerSelection(overrides=OVERRIDES),
-    )
+    config = _scratch(seed=3, restarts=3)
     model = _model()
     history = retrain_(model, config, data, progress=False)
     runs = history["restarts"]
