@@ -22,6 +22,7 @@ import copy
 import dataclasses
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -623,6 +624,7 @@ def main(argv=None):
     parts = args.parts.split(",")
     results: dict = {
         "args": vars(args),
+        "command": "python benchmarks/wacr.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.platform()}, {args.threads} threads",
     }
     timings = {}
