@@ -323,6 +323,7 @@ def test_summary_and_coded_matrix():
     res = decompose(w, 20.0, algorithm="grow", workers=1)
     s = res.summary()
     assert s["adds"] == res.adds and s["shape"] == [16, 4]
+    assert 8 < s["datapath_bits"] <= 40 and s["finest_bit"] == int(res.graph.lsb.min())
     assert res.adds_per_entry == res.adds / 64
     coded = res.coded()
     assert np.array_equal(coded.matrix, res.matrix())

@@ -94,6 +94,14 @@ class LCCResult:
     def shape(self) -> tuple[int, int]:
         return tuple(self.weight.shape)
 
+    @cached_property
+    def datapath_bits(self) -> int:
+        """The widest integer of the exact fixed-point graph for 8-bit signed inputs (dmp and rs
+        reach high SQNRs on thin slices through very fine shifts: see docs/lcc_network.md)."""
+        from fewops.graph.widths import infer_widths
+
+        return int(infer_widths(self.graph, 8).max(initial=0))
+
     @property
     def adds_per_entry(self) -> float:
         return self.adds / self.weight.size
@@ -135,6 +143,8 @@ class LCCResult:
             "combine_adds": self.combine_adds,
             "negs": cost.negs,
             "adder_depth": cost.adder_depth,
+            "datapath_bits": self.datapath_bits,
+            "finest_bit": int(self.graph.lsb.min(initial=0)),
             "slices": len(self.slices),
             "seconds": round(self.seconds, 3),
             "options": self.options,

@@ -77,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
         ("SQNR", f"{res.sqnr_db:.2f} dB (target {res.target_sqnr_db:g})"),
         ("adds", f"{res.adds} ({res.adds_per_entry:.3f} per entry, {res.combine_adds} slice sums)"),
         ("adder depth", str(summary["adder_depth"])),
+        (
+            "datapath",
+            f"{summary['datapath_bits']} bits for 8-bit inputs (finest bit 2^{summary['finest_bit']})",
+        ),
         ("time", f"{res.seconds:.2f} s"),
     ]
     if summary["csd"]:
