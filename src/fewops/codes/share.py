@@ -29,10 +29,10 @@ from fewops.graph.ops import Op
 from fewops.graph.widths import infer_widths
 
 # Datapath width (8-bit signed inputs) above which a layer's code is redone with grow (or, with
-# no limit set, a warning is given). The layered algorithms
-# (dmp, rs) refine every row in every step through the previous step's codewords, so each small
-# correction shifts the finest bit further down: thin slices at high SQNR reach 2^-120 and
-# beyond (a 10 x 64 Gaussian matrix at 40 dB: 140-bit adders). grow and fs stay near 30 bits.
+# no limit set, a warning is given). The layered algorithms (dmp, rs) refine every row in every
+# step through the previous step's codewords, so each small correction shifts the finest bit
+# further down: thin slices at high SQNR reach 2^-96 and beyond (a 10 x 64 Gaussian matrix at
+# 40 dB: a 111-bit datapath). grow and fs stay near 30 bits.
 WIDE_DATAPATH_BITS = 64
 
 
