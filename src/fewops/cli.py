@@ -79,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--hidden", type=int, nargs="*", default=None, help="mlp hidden sizes")
     comp.add_argument("--seed", type=int, default=0)
     comp.add_argument("--act-bits", type=int, default=8, help="activation width in simulation")
-    comp.add_argument("--no-simulate", action="store_true", help="count only (skip the integer simulation)")
+    comp.add_argument(
+        "--no-simulate", action="store_true", help="count only (skip the integer simulation)"
+    )
     comp.add_argument("--quiet", action="store_true")
 
     data = sub.add_parser("data", help="data sets")

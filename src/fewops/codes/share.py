@@ -26,7 +26,7 @@ from fewops.codes.common import check_matrix, sqnr_db
 from fewops.graph.builder import GraphBuilder, emit_outputs, sum_terms
 from fewops.graph.graph import Graph
 from fewops.graph.ops import Op
-from fewops.graph.widths import infer_widths
+from fewops.graph.widths import datapath_bits
 
 # Datapath width (8-bit signed inputs) above which a layer's code is redone with grow (or, with
 # no limit set, a warning is given). The layered algorithms (dmp, rs) refine every row in every
@@ -378,11 +378,11 @@ def share_and_decompose(
     from fewops.cost.count import count_graph
 
     total_adds = count_graph(graph).adds
-    datapath_bits = _datapath_bits(graph)
-    if datapath_bits > (WIDE_DATAPATH_BITS if max_datapath_bits is None else max_datapath_bits):
+    bits = datapath_bits(graph)
+    if bits > (WIDE_DATAPATH_BITS if max_datapath_bits is None else max_datapath_bits):
         warnings.warn(
             f"The LCC code of a {w.shape[0]} x {w.shape[1]} matrix at {lcc_db:.1f} dB needs a "
-            f"{datapath_bits}-bit datapath for 8-bit inputs (finest bit 2^{int(graph.lsb.min())}) "
+            f"{bits}-bit datapath for 8-bit inputs (finest bit 2^{int(graph.lsb.min())}) "
             f"with algorithm {used!r}. algorithm='grow' or 'fs' usually keeps it near 30 bits.",
             WideDatapathWarning,
             stacklevel=2,
@@ -414,7 +414,7 @@ def share_and_decompose(
             "wiring_entries": wiring,
             "algorithm_used": used,
             "width_fallback": fallback,
-            "datapath_bits": datapath_bits,
+            "datapath_bits": bits,
             "finest_bit": int(graph.lsb.min(initial=0)),
             "shared_csd_adds": None
             if reference_bits is None
@@ -427,11 +427,6 @@ def share_and_decompose(
     # would cost (inputs x nodes) work, so the decoded matrix is handed over directly.
     coded.__dict__["matrix"] = w_hat
     return coded
-
-
-def _datapath_bits(graph: Graph) -> int:
-    """The widest node of the exact fixed-point graph for 8-bit signed inputs."""
-    return int(infer_widths(graph, 8).max(initial=0))
 
 
 def _decompose_within_width(centres, lcc_db, algorithm, kw, max_bits):
@@ -453,7 +448,7 @@ def _decompose_within_width(centres, lcc_db, algorithm, kw, max_bits):
         return result, "grow", {"from": algorithm, "reason": str(exc)}
     if max_bits is None or algorithm in ("grow", "fs"):
         return result, algorithm, None
-    bits = _datapath_bits(result.graph)
+    bits = result.datapath_bits
     if bits <= max_bits:
         return result, algorithm, None
     narrow = decompose(centres, lcc_db, algorithm="grow", **kw)

@@ -156,3 +156,9 @@ def infer_widths(graph: Graph, input_width: int) -> np.ndarray:
     top = 1 << (int(input_width) - 1)
     lo, hi = infer_ranges(graph, -top, top - 1)
     return signed_width(lo, hi)
+
+
+def datapath_bits(graph: Graph, input_width: int = 8) -> int:
+    """The widest node integer of the exact fixed-point graph for signed inputs of
+    ``input_width`` bits: the adder width the hardware needs."""
+    return int(infer_widths(graph, input_width).max(initial=0))

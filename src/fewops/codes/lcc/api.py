@@ -98,9 +98,9 @@ class LCCResult:
     def datapath_bits(self) -> int:
         """The widest integer of the exact fixed-point graph for 8-bit signed inputs (dmp and rs
         reach high SQNRs on thin slices through very fine shifts: see docs/lcc_network.md)."""
-        from fewops.graph.widths import infer_widths
+        from fewops.graph.widths import datapath_bits
 
-        return int(infer_widths(self.graph, 8).max(initial=0))
+        return datapath_bits(self.graph)
 
     @property
     def adds_per_entry(self) -> float:
