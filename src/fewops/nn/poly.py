@@ -107,28 +107,24 @@ class PolyConfig:
             )
         if self.mode not in MODES:
             raise ValueError(f"Unknown training mode {self.mode!r}; use 'project' or 'reparam'.")
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
-            raise ValueError(f"epochs must be a non-negative integer; got {self.epochs!r}.")
+        _check_count("epochs", self.epochs, 0)
         if not (isinstance(self.lr, int | float) and self.lr > 0):
             raise ValueError(f"lr must be a positive number; got {self.lr!r}.")
-        if (
-            isinstance(self.qat_epochs, bool)
-            or not isinstance(self.qat_epochs, int)
-            or self.qat_epochs < 0
-        ):
-            raise ValueError(f"qat_epochs must be a non-negative integer; got {self.qat_epochs!r}.")
+        _check_count("qat_epochs", self.qat_epochs, 0)
         if self.qat_epochs and self.mode != "reparam":
             raise ValueError("qat_epochs needs mode='reparam' (it trains the coefficients).")
-        if (
-            isinstance(self.restarts, bool)
-            or not isinstance(self.restarts, int)
-            or self.restarts < 1
-        ):
-            raise ValueError(f"restarts must be an integer of at least 1; got {self.restarts!r}.")
+        _check_count("restarts", self.restarts, 1)
         if self.qat_lr is not None and not (
             isinstance(self.qat_lr, int | float) and self.qat_lr > 0
         ):
             raise ValueError(f"qat_lr must be a positive number or None; got {self.qat_lr!r}.")
+
+
+def _check_count(name: str, value, low: int) -> None:
+    """``value`` must be an integer (not a bool) of at least ``low``; else a named error."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        what = "a non-negative integer" if low == 0 else f"an integer of at least {low}"
+        raise ValueError(f"{name} must be {what}; got {value!r}.")
 
 
 def layer_layout(module: nn.Module, cfg: PolyConfig):
@@ -334,14 +330,13 @@ def retrain_(model: nn.Module, config: PolyConfig, data, **fit_kwargs) -> dict:
         with torch.no_grad():
             for name, module, layer, _ in swapped:
                 if isinstance(layer, npt.TensorPolyLayer):
-                    layer.write_back(module)
+                    layer.write_back(module)  # still quantized after QAT: the stored weight
+                    layer.quantize_(None)
                 else:
                     module.weight.copy_(layer.weight)
                     if module.bias is not None:
                         module.bias.copy_(layer.bias)
                 set_submodule(model, name, module)
-                if isinstance(layer, npt.TensorPolyLayer):
-                    layer.quantize_(None)
     return history
 
 
