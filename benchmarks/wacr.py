@@ -311,13 +311,18 @@ def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseli
     started = time.perf_counter()
     init = getattr(args, "init", "float")
     precondition = not getattr(args, "no_precondition", False)
-    qat = {
-        "qat_epochs": getattr(args, "qat_epochs", 0),
-        "qat_lr": getattr(args, "qat_lr", None),
-        "restarts": getattr(args, "restarts", 1),
-    }
     config = config_for(
-        preset, epochs, mode, lr, coef_bits, args.retrain_batch, init, precondition, **qat
+        preset,
+        epochs,
+        mode,
+        lr,
+        coef_bits,
+        batch_size=args.retrain_batch,
+        init=init,
+        precondition=precondition,
+        qat_epochs=getattr(args, "qat_epochs", 0),
+        qat_lr=getattr(args, "qat_lr", None),
+        restarts=getattr(args, "restarts", 1),
     )
     dropout = getattr(args, "retrain_dropout", None)
     saved = set_dropout(model, dropout) if dropout is not None else {}

@@ -73,12 +73,12 @@ def main(argv: list[str]) -> dict:
         "reparam",
         float(opts.get("lr", 3e-3)),
         8,
-        int(opts.get("batch", 64)),
-        "scratch",
-        opts.get("precond", "1") == "1",
-        int(opts.get("qat", 0)),
-        float(opts["qat_lr"]) if "qat_lr" in opts else None,
-        int(opts.get("restarts", 1)),
+        batch_size=int(opts.get("batch", 64)),
+        init="scratch",
+        precondition=opts.get("precond", "1") == "1",
+        qat_epochs=int(opts.get("qat", 0)),
+        qat_lr=float(opts["qat_lr"]) if "qat_lr" in opts else None,
+        restarts=int(opts.get("restarts", 1)),
     )
     skip = tuple(n for n in LAYERS if n not in preset)
     cfg = dataclasses.replace(
