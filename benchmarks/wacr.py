@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from fewops.cost import count_graph
-from fewops.data import load
+from fewops.data import load, random_crop_flip
 from fewops.models import build
 from fewops.nn.api import LayerSelection, compress_
 from fewops.nn.coded import CodedConv2d, CodedLinear
@@ -206,6 +206,7 @@ def config_for(
     qat_epochs: int = 0,
     qat_lr: float | None = None,
     restarts: int = 1,
+    augment_shift: int = 0,
 ) -> PolyConfig:
     """A preset maps layer names to (axis, interval, degree) or to a dict of PolyConfig fields."""
     overrides = {
@@ -225,6 +226,7 @@ def config_for(
         qat_epochs=qat_epochs,
         qat_lr=qat_lr,
         restarts=restarts,
+        augment_shift=augment_shift,
         layers=LayerSelection(overrides=overrides),
     )
 
@@ -323,6 +325,7 @@ def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseli
         qat_epochs=getattr(args, "qat_epochs", 0),
         qat_lr=getattr(args, "qat_lr", None),
         restarts=getattr(args, "restarts", 1),
+        augment_shift=getattr(args, "augment_shift", 0),
     )
     dropout = getattr(args, "retrain_dropout", None)
     saved = set_dropout(model, dropout) if dropout is not None else {}
@@ -370,9 +373,10 @@ def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseli
     }
 
 
-def train_float(name, data, epochs, seed, lr, path=None, wait=False):
-    """Train a float model (lr, batch 128, Adam); with ``path`` save it there, or with ``wait``
-    load it from there once another run has saved it."""
+def train_float(name, data, epochs, seed, lr, path=None, wait=False, shift=0):
+    """Train a float model (lr, batch 128, Adam; with ``shift`` random translations of up to
+    that many pixels); with ``path`` save it there, or with ``wait`` load it from there once
+    another run has saved it."""
     torch.manual_seed(seed)
     model = build(name, data.input_shape, data.num_classes)
     started = time.perf_counter()
@@ -380,9 +384,10 @@ def train_float(name, data, epochs, seed, lr, path=None, wait=False):
         while not Path(path).exists():
             time.sleep(10)
         time.sleep(2)
-        model.load_state_dict(torch.load(path))
+        model.load_state_dict(torch.load(path, weights_only=True))
     else:
-        fit(model, data, epochs=epochs, lr=lr, seed=seed, progress=False)
+        augment = random_crop_flip(shift, flip=False) if shift else None
+        fit(model, data, epochs=epochs, lr=lr, seed=seed, progress=False, augment=augment)
         if path:
             torch.save(model.state_dict(), path)
     seconds = time.perf_counter() - started
@@ -431,7 +436,14 @@ def part_cnn(args, results, dataset="mnist", presets=None, key="cnn"):
         )
     print(f"[{key}] {dataset}: {data.num_train} train / {data.num_test} test", flush=True)
     model, base = train_float(
-        "mnist-cnn", data, args.float_epochs, args.seed, 1e-3, args.float_path, args.wait_float
+        "mnist-cnn",
+        data,
+        args.float_epochs,
+        args.seed,
+        1e-3,
+        args.float_path,
+        args.wait_float,
+        shift=args.float_augment_shift,
     )
     out = {"float": base, "dataset": dataset}
     out["presets"] = run_presets(
@@ -540,7 +552,9 @@ def plot_curve(points, base_acc, path):
 def part_lenet(args, results):
     data = load("mnist")
     print("[lenet] LeNet-5 on MNIST", flush=True)
-    model, base = train_float("lenet5", data, args.float_epochs, args.seed, 1e-3)
+    model, base = train_float(
+        "lenet5", data, args.float_epochs, args.seed, 1e-3, shift=args.float_augment_shift
+    )
     out = {"float": base, "presets": run_presets(model, data, LENET_PRESETS, base, args)}
     results["lenet"] = out
 
@@ -605,6 +619,18 @@ def main(argv=None):
         type=int,
         default=1,
         help="retrain each preset from this many seeds, keep the lowest training loss",
+    )
+    parser.add_argument(
+        "--augment-shift",
+        type=int,
+        default=0,
+        help="retraining: random shifts of each training image by up to N pixels (default 0)",
+    )
+    parser.add_argument(
+        "--float-augment-shift",
+        type=int,
+        default=0,
+        help="the same for the float model's training (for a like-for-like baseline)",
     )
     parser.add_argument("--float-path", default=None, help="save the float CNN here")
     parser.add_argument(

@@ -38,22 +38,6 @@ def _tuples(value):
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
-def shift_augment(shift: int):
-    """Random integer translations of up to ``shift`` pixels (zero fill), per image."""
-
-    def augment(x: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = x.shape
-        dy = torch.randint(-shift, shift + 1, (n,))
-        dx = torch.randint(-shift, shift + 1, (n,))
-        pad = torch.nn.functional.pad(x, (shift, shift, shift, shift))
-        rows = torch.arange(h)[None, :] + shift - dy[:, None]
-        cols = torch.arange(w)[None, :] + shift - dx[:, None]
-        out = pad[torch.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
-        return out.permute(0, 3, 1, 2)
-
-    return augment
-
-
 def main(argv: list[str]) -> dict:
     tag, epochs, spec = argv[0], int(argv[1]), json.loads(argv[2])
     opts = dict(a.split("=", 1) for a in argv[3:])
@@ -79,6 +63,7 @@ def main(argv: list[str]) -> dict:
         qat_epochs=int(opts.get("qat", 0)),
         qat_lr=float(opts["qat_lr"]) if "qat_lr" in opts else None,
         restarts=int(opts.get("restarts", 1)),
+        augment_shift=int(opts.get("augment", 0)),
     )
     skip = tuple(n for n in LAYERS if n not in preset)
     cfg = dataclasses.replace(
@@ -90,8 +75,6 @@ def main(argv: list[str]) -> dict:
         teacher = build("mnist-cnn", data.input_shape, data.num_classes)
         teacher.load_state_dict(torch.load(opts["teacher"], weights_only=True))
         fit_options.update(teacher=teacher.eval(), distill_T=temperature, distill_alpha=alpha)
-    if "augment" in opts:
-        fit_options["augment"] = shift_augment(int(opts["augment"]))
     if "wd" in opts:
         fit_options.update(optimizer="adamw", weight_decay=float(opts["wd"]))
     started = time.time()

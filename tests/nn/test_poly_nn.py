@@ -65,6 +65,8 @@ CONFIG = PolyConfig(
         ({"qat_epochs": 2}, "qat_epochs needs mode='reparam'"),
         ({"qat_lr": 0.0}, "qat_lr must be a positive number or None; got 0.0"),
         ({"restarts": 0}, "restarts must be an integer of at least 1; got 0."),
+        ({"augment_shift": -1}, "augment_shift must be a non-negative integer; got -1."),
+        ({"augment_shift": True}, "augment_shift must be a non-negative integer; got True."),
     ],
 )
 def test_config_rejects_bad_values(kwargs, message):
@@ -215,6 +217,7 @@ def test_cli_families_json_file_or_string(tmp_path):
     )
     assert (config.qat_epochs, config.qat_lr) == (3, 1e-4)
     assert config_from_args(parser.parse_args(["--restarts", "3"])).restarts == 3
+    assert config_from_args(parser.parse_args(["--augment-shift", "2"])).augment_shift == 2
     assert config_from_args(parser.parse_args([])).qat_epochs == 0
 
 

@@ -319,3 +319,32 @@ def test_restarts_keep_the_run_with_the_lowest_training_loss():
     retrain_(alone, dataclasses.replace(config, seed=best_seed, restarts=1), data, progress=False)
     for a, b in zip(model.parameters(), alone.parameters(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_augment_shift_moves_the_training_images_reproducibly():
+    data = toy_images()
+
+    def retrained(shift):
+        model = _model()
+        history = retrain_(model, _scratch(augment_shift=shift), data, progress=False)
+        return model, history["loss"]
+
+    plain, plain_loss = retrained(0)
+    shifted, shifted_loss = retrained(1)
+    again, again_loss = retrained(1)
+    assert plain_loss != shifted_loss  # the shifted images train a different model
+    assert shifted_loss == again_loss  # and the same one again from the same seed
+    for a, b in zip(shifted.parameters(), again.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_augment_shift_needs_images():
+    flat = toy_images()
+    flat.x_train = flat.x_train.reshape(len(flat.x_train), -1)
+    model = nn.Sequential(nn.Linear(72, 8), nn.ReLU(), nn.Linear(8, 2))
+    config = PolyConfig(epochs=1, mode="reparam", augment_shift=2)
+    with pytest.raises(
+        ValueError,
+        match=re.escape("augment_shift=2 moves images, but the training inputs have shape (72,)"),
+    ):
+        retrain_(model, config, flat, progress=False)

@@ -63,7 +63,10 @@ class PolyConfig:
     ``qat_lr`` (None: lr / 10), so the network learns around its quantization error; the
     weights end on the grid the encoder stores exactly. ``restarts`` retrains that many times
     from seeds ``seed, seed + 1, ...`` and keeps the run with the lowest final training loss
-    (training data only: the test set picks nothing)."""
+    (training data only: the test set picks nothing). ``augment_shift`` (image data) moves
+    every training image by up to that many pixels (zero fill) in retraining and QAT: the tiny
+    coded networks generalise worse than their float models (benchmarks/results/wacr.md,
+    seventh pass), and small shifts narrow that gap."""
 
     axis: str = "fan_in"
     interval: int | None = None
@@ -85,6 +88,7 @@ class PolyConfig:
     qat_epochs: int = 0
     qat_lr: float | None = None
     restarts: int = 1
+    augment_shift: int = 0
 
     def __post_init__(self) -> None:
         if self.bias_degree is not None:
@@ -114,6 +118,7 @@ class PolyConfig:
         if self.qat_epochs and self.mode != "reparam":
             raise ValueError("qat_epochs needs mode='reparam' (it trains the coefficients).")
         _check_count("restarts", self.restarts, 1)
+        _check_count("augment_shift", self.augment_shift, 0)
         if self.qat_lr is not None and not (
             isinstance(self.qat_lr, int | float) and self.qat_lr > 0
         ):
@@ -291,6 +296,8 @@ def retrain_(model: nn.Module, config: PolyConfig, data, **fit_kwargs) -> dict:
         "progress": config.progress,
         **fit_kwargs,
     }
+    if config.augment_shift and "augment" not in fit_kwargs:
+        settings["augment"] = _shift_augment(data, config.augment_shift)
     if config.mode == "project":
         projectors = project_weights_(model, config)
 
@@ -338,6 +345,19 @@ def retrain_(model: nn.Module, config: PolyConfig, data, **fit_kwargs) -> dict:
                         module.bias.copy_(layer.bias)
                 set_submodule(model, name, module)
     return history
+
+
+def _shift_augment(data, shift: int):
+    """Random translations of up to ``shift`` pixels for image data; a named error otherwise."""
+    from fewops.data.augment import random_crop_flip
+
+    shape = tuple(data.x_train.shape[1:])
+    if len(shape) != 3:
+        raise ValueError(
+            f"augment_shift={shift} moves images, but the training inputs have shape {shape} "
+            "(expected (channels, height, width))."
+        )
+    return random_crop_flip(shift, flip=False)
 
 
 def _best_of_restarts(model: nn.Module, config: PolyConfig, data, fit_kwargs: dict) -> dict:
@@ -550,6 +570,13 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     )
     _add(
         parser,
+        "--augment-shift",
+        type=int,
+        default=0,
+        help="retraining: move each training image by up to this many pixels (default 0)",
+    )
+    _add(
+        parser,
         "--families",
         default=None,
         metavar="JSON",
@@ -654,5 +681,6 @@ def config_from_args(args: argparse.Namespace) -> PolyConfig:
         qat_epochs=getattr(args, "qat_epochs", 0) or 0,
         qat_lr=getattr(args, "qat_lr", None),
         restarts=getattr(args, "restarts", 1) or 1,
+        augment_shift=getattr(args, "augment_shift", 0) or 0,
         layers=LayerSelection(overrides=overrides),
     )
