@@ -639,7 +639,11 @@ def main(argv=None):
     parser.add_argument("--coef-bits", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--presets", default=None, help="comma list of CNN presets to run")
+    parser.add_argument(
+        "--presets",
+        default=None,
+        help="comma list of CNN presets to run; 'none' trains and scores the float model only",
+    )
     parser.add_argument(
         "--curve-presets", default=",".join(CURVE_PRESETS), help="presets of the curve part"
     )
@@ -660,7 +664,9 @@ def main(argv=None):
     }
     timings = {}
     presets = CNN_PRESETS
-    if args.presets:
+    if args.presets == "none":
+        presets = {}
+    elif args.presets:
         presets = {k: CNN_PRESETS[k] for k in args.presets.split(",")}
     started = time.perf_counter()
     model = data = base = None
