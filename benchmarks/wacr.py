@@ -207,6 +207,8 @@ def config_for(
     qat_lr: float | None = None,
     restarts: int = 1,
     augment_shift: int = 0,
+    lr_schedule: str | None = "cosine",
+    dropout: float | None = None,
 ) -> PolyConfig:
     """A preset maps layer names to (axis, interval, degree) or to a dict of PolyConfig fields."""
     overrides = {
@@ -227,6 +229,8 @@ def config_for(
         qat_lr=qat_lr,
         restarts=restarts,
         augment_shift=augment_shift,
+        lr_schedule=lr_schedule,
+        dropout=dropout,
         layers=LayerSelection(overrides=overrides),
     )
 
@@ -297,17 +301,6 @@ def layer_summary(model: torch.nn.Module) -> list[dict]:
     return out
 
 
-def set_dropout(model: torch.nn.Module, p: float) -> dict:
-    """Set every Dropout's rate to ``p`` for retraining; returns the old rates. The coded
-    networks are tiny (a few hundred coefficients), and dropout only slows their training."""
-    saved = {}
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            saved[module] = module.p
-            module.p = p
-    return saved
-
-
 def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseline_params, args):
     model = copy.deepcopy(float_model)
     started = time.perf_counter()
@@ -326,18 +319,16 @@ def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseli
         qat_lr=getattr(args, "qat_lr", None),
         restarts=getattr(args, "restarts", 1),
         augment_shift=getattr(args, "augment_shift", 0),
+        lr_schedule=args.lr_schedule,
+        dropout=getattr(args, "retrain_dropout", None),  # the model's own rate comes back after
     )
-    dropout = getattr(args, "retrain_dropout", None)
-    saved = set_dropout(model, dropout) if dropout is not None else {}
     history = {}
     distill = getattr(args, "distill", None)
     kd = {}
     if distill is not None:  # the float model teaches: soft targets at temperature T
         kd = {"teacher": float_model, "distill_T": distill[0], "distill_alpha": distill[1]}
     if epochs > 0:
-        history = retrain_(model, config, data, lr_schedule=args.lr_schedule, progress=False, **kd)
-    for module, p in saved.items():  # dropout is the identity at inference either way
-        module.p = p
+        history = retrain_(model, config, data, progress=False, **kd)
     # Accuracy on the family before the coefficients are quantized, then code (no retraining).
     family_accuracy = evaluate(model, data.x_test, data.y_test)
     if "qat" in history:  # the model is on the grid now: the family's accuracy came before QAT

@@ -50,7 +50,6 @@ def main(argv: list[str]) -> dict:
     data = load("mnist")
     torch.manual_seed(seed)
     model = build("mnist-cnn", data.input_shape, data.num_classes)
-    wacr.set_dropout(model, float(opts.get("dropout", 0.0)))
     cfg = wacr.config_for(
         preset,
         epochs,
@@ -64,6 +63,7 @@ def main(argv: list[str]) -> dict:
         qat_lr=float(opts["qat_lr"]) if "qat_lr" in opts else None,
         restarts=int(opts.get("restarts", 1)),
         augment_shift=int(opts.get("augment", 0)),
+        dropout=float(opts.get("dropout", 0.0)),
     )
     skip = tuple(n for n in LAYERS if n not in preset)
     cfg = dataclasses.replace(
@@ -78,7 +78,7 @@ def main(argv: list[str]) -> dict:
     if "wd" in opts:
         fit_options.update(optimizer="adamw", weight_decay=float(opts["wd"]))
     started = time.time()
-    history = retrain_(model, cfg, data, lr_schedule="cosine", progress=False, **fit_options)
+    history = retrain_(model, cfg, data, progress=False, **fit_options)
     family = evaluate(model, data.x_test, data.y_test)  # after QAT: already on the grid
     compress_(model, dataclasses.replace(cfg, epochs=0, init="float"), data=data)
     result = {

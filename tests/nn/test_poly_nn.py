@@ -4,6 +4,7 @@ import argparse
 import copy
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ from poly_data import toy_images
 from torch import nn
 
 from fewops.codes import poly
-from fewops.nn.api import LayerSelection, compress_
+from fewops.models import build
+from fewops.nn.api import LayerSelection, compress_, target_layers
 from fewops.nn.coded import CodedConv2d, CodedLinear
 from fewops.nn.poly import (
     PolyConfig,
@@ -22,6 +24,8 @@ from fewops.nn.poly import (
     add_cli_args,
     config_from_args,
     demo_config,
+    layer_layout,
+    parse_families,
     parse_layer_override,
     retrain_,
 )
@@ -67,6 +71,9 @@ CONFIG = PolyConfig(
         ({"restarts": 0}, "restarts must be an integer of at least 1; got 0."),
         ({"augment_shift": -1}, "augment_shift must be a non-negative integer; got -1."),
         ({"augment_shift": True}, "augment_shift must be a non-negative integer; got True."),
+        ({"lr_schedule": "step"}, "Unknown lr_schedule 'step'; use None (constant) or 'cosine'."),
+        ({"dropout": 1.0}, "dropout must be None or a rate in [0, 1); got 1.0."),
+        ({"dropout": -0.1}, "dropout must be None or a rate in [0, 1); got -0.1."),
     ],
 )
 def test_config_rejects_bad_values(kwargs, message):
@@ -219,6 +226,12 @@ def test_cli_families_json_file_or_string(tmp_path):
     assert config_from_args(parser.parse_args(["--restarts", "3"])).restarts == 3
     assert config_from_args(parser.parse_args(["--augment-shift", "2"])).augment_shift == 2
     assert config_from_args(parser.parse_args([])).qat_epochs == 0
+    recipe = config_from_args(
+        parser.parse_args(["--retrain-schedule", "cosine", "--retrain-dropout", "0"])
+    )
+    assert (recipe.lr_schedule, recipe.dropout) == ("cosine", 0.0)
+    default = config_from_args(parser.parse_args([]))
+    assert (default.lr_schedule, default.dropout) == (None, None)
 
 
 @pytest.mark.parametrize(
@@ -257,3 +270,14 @@ def test_demo_config_codes_the_demo_mlp():
         (32 // 8 * 2) * (64 // 8 * 3),  # K 8 x M 24
         10 * (32 // 8 * 2),  # free outputs x M 8
     ]
+
+
+def test_documented_tensor_blocks_family_builds_on_the_keras_cnn():
+    """docs/wacr-tensor-blocks.json (the README's command) parses and fits the Keras CNN's
+    four layers with the coefficient counts the benchmark reports (96 + 144 + 576 + 80)."""
+    path = Path(__file__).resolve().parents[2] / "docs" / "wacr-tensor-blocks.json"
+    families = parse_families(str(path))
+    config = PolyConfig(mode="reparam", init="scratch", layers=LayerSelection(overrides=families))
+    model = build("mnist-cnn", (1, 28, 28), 10)
+    counts = {name: layer_layout(m, cfg).params for name, m, cfg in target_layers(model, config)}
+    assert counts == {"0": 96, "2": 144, "7": 576, "10": 80}

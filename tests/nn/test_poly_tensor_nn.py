@@ -348,3 +348,36 @@ def test_augment_shift_needs_images():
         match=re.escape("augment_shift=2 moves images, but the training inputs have shape (72,)"),
     ):
         retrain_(model, config, flat, progress=False)
+
+
+def _with_dropout(rate: float) -> nn.Sequential:
+    """_model() with a Dropout before its last layer (which becomes layer "6")."""
+    layers = list(_model())
+    return nn.Sequential(*layers[:5], nn.Dropout(rate), layers[5])
+
+
+def _dropout_config(**changes) -> PolyConfig:
+    overrides = {"0": OVERRIDES["0"], "3": OVERRIDES["3"], "6": OVERRIDES["5"]}
+    return _scratch(layers=LayerSelection(overrides=overrides), **changes)
+
+
+def test_dropout_rate_applies_while_retraining_and_is_restored():
+    data = toy_images()
+    kept = _with_dropout(0.5)
+    kept_loss = retrain_(kept, _dropout_config(), data, progress=False)["loss"]
+    off = _with_dropout(0.5)
+    off_loss = retrain_(off, _dropout_config(dropout=0.0), data, progress=False)["loss"]
+    zero = _with_dropout(0.0)  # the same network built without dropout trains the same way
+    zero_loss = retrain_(zero, _dropout_config(), data, progress=False)["loss"]
+    assert off_loss != kept_loss
+    assert off_loss == zero_loss
+    assert off[5].p == 0.5  # the model's own rate is back after retraining
+
+
+def test_lr_schedule_cosine_anneals_the_retraining_rate():
+    data = toy_images()
+    constant = retrain_(_model(), _scratch(epochs=3), data, progress=False)["lr"]
+    cosine = retrain_(_model(), _scratch(epochs=3, lr_schedule="cosine"), data, progress=False)
+    assert constant == [1e-2] * 3
+    assert cosine["lr"][0] == pytest.approx(1e-2)
+    assert cosine["lr"][0] > cosine["lr"][1] > cosine["lr"][2] > 0

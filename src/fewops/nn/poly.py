@@ -21,6 +21,7 @@ Layers whose config sets ``in_factors`` (tensor-product families) or ``bias_degr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
@@ -36,6 +37,7 @@ from fewops.codes import poly_tensor as pt
 from fewops.nn import poly_tensor as npt
 from fewops.nn.api import LayerSelection, register, set_submodule, target_layers
 from fewops.nn.coded import coded_like
+from fewops.nn.train import LR_SCHEDULES, fit
 
 MODES = ("project", "reparam")
 INITS = ("float", "scratch")
@@ -66,7 +68,10 @@ class PolyConfig:
     (training data only: the test set picks nothing). ``augment_shift`` (image data) moves
     every training image by up to that many pixels (zero fill) in retraining and QAT: the tiny
     coded networks generalise worse than their float models (benchmarks/results/wacr.md,
-    seventh pass), and small shifts narrow that gap."""
+    seventh pass), and small shifts narrow that gap. ``lr_schedule`` ("cosine" or None for a
+    constant rate) and ``dropout`` (None keeps the model's own rates; else every Dropout uses
+    this rate while retraining, and gets its own back afterwards) complete the retraining
+    recipe, so the one call reproduces the benchmark's."""
 
     axis: str = "fan_in"
     interval: int | None = None
@@ -89,6 +94,8 @@ class PolyConfig:
     qat_lr: float | None = None
     restarts: int = 1
     augment_shift: int = 0
+    lr_schedule: str | None = None
+    dropout: float | None = None
 
     def __post_init__(self) -> None:
         if self.bias_degree is not None:
@@ -119,6 +126,16 @@ class PolyConfig:
             raise ValueError("qat_epochs needs mode='reparam' (it trains the coefficients).")
         _check_count("restarts", self.restarts, 1)
         _check_count("augment_shift", self.augment_shift, 0)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"Unknown lr_schedule {self.lr_schedule!r}; use None (constant) or 'cosine'."
+            )
+        if self.dropout is not None and not (
+            isinstance(self.dropout, int | float)
+            and not isinstance(self.dropout, bool)
+            and 0 <= self.dropout < 1
+        ):
+            raise ValueError(f"dropout must be None or a rate in [0, 1); got {self.dropout!r}.")
         if self.qat_lr is not None and not (
             isinstance(self.qat_lr, int | float) and self.qat_lr > 0
         ):
@@ -281,10 +298,8 @@ class _TensorProjector:
 def retrain_(model: nn.Module, config: PolyConfig, data, **fit_kwargs) -> dict:
     """Retrain a (trained float) model onto the polynomial family in place; returns the history.
 
-    ``fit_kwargs`` go to :func:`fewops.nn.train.fit` (e.g. ``lr_schedule="cosine"``).
+    ``fit_kwargs`` go to :func:`fewops.nn.train.fit` and win over the config's settings.
     """
-    from fewops.nn.train import fit
-
     if config.restarts > 1:
         return _best_of_restarts(model, config, data, fit_kwargs)
 
@@ -294,9 +309,32 @@ def retrain_(model: nn.Module, config: PolyConfig, data, **fit_kwargs) -> dict:
         "batch_size": config.batch_size,
         "seed": config.seed,
         "progress": config.progress,
+        "lr_schedule": config.lr_schedule,
         **fit_kwargs,
     }
-    if config.augment_shift and "augment" not in fit_kwargs:
+    with _dropout_rate(model, config.dropout):
+        return _retrain(model, config, data, settings)
+
+
+@contextlib.contextmanager
+def _dropout_rate(model: nn.Module, rate: float | None):
+    """Every Dropout of ``model`` at ``rate`` inside the block (None: unchanged), its own rate
+    back afterwards. The coded networks are tiny and underfit; dropout only slows them."""
+    saved = {}
+    if rate is not None:
+        for module in model.modules():
+            if isinstance(module, nn.modules.dropout._DropoutNd):
+                saved[module] = module.p
+                module.p = float(rate)
+    try:
+        yield
+    finally:
+        for module, p in saved.items():
+            module.p = p
+
+
+def _retrain(model: nn.Module, config: PolyConfig, data, settings: dict) -> dict:
+    if config.augment_shift and "augment" not in settings:
         settings["augment"] = _shift_augment(data, config.augment_shift)
     if config.mode == "project":
         projectors = project_weights_(model, config)
@@ -388,8 +426,6 @@ def _best_of_restarts(model: nn.Module, config: PolyConfig, data, fit_kwargs: di
 def _quantization_aware(model: nn.Module, swapped, data, config: PolyConfig, settings: dict):
     """``config.qat_epochs`` epochs with every tensor-form layer computing with the weight its
     encoder will store; the layers stay quantized for write-back."""
-    from fewops.nn.train import fit
-
     for _, module, layer, cfg in swapped:
         if isinstance(layer, npt.TensorPolyLayer):
             layer.quantize_(_encoder_grid(module, cfg))
@@ -577,6 +613,20 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     )
     _add(
         parser,
+        "--retrain-schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="retraining learning-rate schedule (default constant)",
+    )
+    _add(
+        parser,
+        "--retrain-dropout",
+        type=float,
+        default=None,
+        help="dropout rate while retraining (default: the model's own)",
+    )
+    _add(
+        parser,
         "--families",
         default=None,
         metavar="JSON",
@@ -667,6 +717,7 @@ def config_from_args(args: argparse.Namespace) -> PolyConfig:
         overrides.update(parse_families(args.families))
     for name, fields in (parse_layer_override(t) for t in getattr(args, "layer_poly", []) or []):
         overrides[name] = {**overrides.get(name, {}), **fields}
+    schedule = getattr(args, "retrain_schedule", "constant")
     return PolyConfig(
         axis=getattr(args, "axis", "fan_in"),
         interval=getattr(args, "interval", None),
@@ -682,5 +733,7 @@ def config_from_args(args: argparse.Namespace) -> PolyConfig:
         qat_lr=getattr(args, "qat_lr", None),
         restarts=getattr(args, "restarts", 1) or 1,
         augment_shift=getattr(args, "augment_shift", 0) or 0,
+        lr_schedule=None if schedule == "constant" else schedule,
+        dropout=getattr(args, "retrain_dropout", None),
         layers=LayerSelection(overrides=overrides),
     )
