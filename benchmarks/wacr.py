@@ -209,6 +209,7 @@ def config_for(
     augment_shift: int = 0,
     lr_schedule: str | None = "cosine",
     dropout: float | None = None,
+    ema: float | None = None,
 ) -> PolyConfig:
     """A preset maps layer names to (axis, interval, degree) or to a dict of PolyConfig fields."""
     overrides = {
@@ -231,6 +232,7 @@ def config_for(
         augment_shift=augment_shift,
         lr_schedule=lr_schedule,
         dropout=dropout,
+        ema=ema,
         layers=LayerSelection(overrides=overrides),
     )
 
@@ -321,6 +323,7 @@ def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseli
         augment_shift=getattr(args, "augment_shift", 0),
         lr_schedule=args.lr_schedule,
         dropout=getattr(args, "retrain_dropout", None),  # the model's own rate comes back after
+        ema=getattr(args, "ema", None),
     )
     history = {}
     distill = getattr(args, "distill", None)
@@ -616,6 +619,13 @@ def main(argv=None):
         type=int,
         default=0,
         help="retraining: random shifts of each training image by up to N pixels (default 0)",
+    )
+    parser.add_argument(
+        "--ema",
+        type=float,
+        default=None,
+        metavar="DECAY",
+        help="retraining and QAT: moving average of the coefficients (e.g. 0.998; default off)",
     )
     parser.add_argument(
         "--float-augment-shift",

@@ -8,7 +8,7 @@ FAMILY_JSON maps layer names (0 conv1, 2 conv2, 7 dense1, 10 dense2) to PolyConf
 to [axis, interval, degree]. Options: lr (3e-3), batch (64), seed (0), dropout (0), precond
 (1; 0 = raw moments), distill=T,ALPHA with teacher=PATH (a float model's state dict), augment=S
 (random shifts of up to S pixels), wd (AdamW weight decay), qat=N and qat_lr (quantization-
-aware epochs after retraining), restarts=N (seeds seed..seed+N-1, lowest training loss kept). Retraining: Adam, cosine, the
+aware epochs after retraining), ema=DECAY (weight averaging), restarts=N (seeds seed..seed+N-1, lowest training loss kept). Retraining: Adam, cosine, the
 float model's own init for the float layers; accuracy on the 2,000 held-out test images.
 """
 
@@ -64,6 +64,7 @@ def main(argv: list[str]) -> dict:
         restarts=int(opts.get("restarts", 1)),
         augment_shift=int(opts.get("augment", 0)),
         dropout=float(opts.get("dropout", 0.0)),
+        ema=float(opts["ema"]) if "ema" in opts else None,
     )
     skip = tuple(n for n in LAYERS if n not in preset)
     cfg = dataclasses.replace(

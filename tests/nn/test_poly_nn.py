@@ -74,6 +74,8 @@ CONFIG = PolyConfig(
         ({"lr_schedule": "step"}, "Unknown lr_schedule 'step'; use None (constant) or 'cosine'."),
         ({"dropout": 1.0}, "dropout must be None or a rate in [0, 1); got 1.0."),
         ({"dropout": -0.1}, "dropout must be None or a rate in [0, 1); got -0.1."),
+        ({"ema": 1.0}, "ema must be None or a decay in (0, 1); got 1.0."),
+        ({"ema": True}, "ema must be None or a decay in (0, 1); got True."),
     ],
 )
 def test_config_rejects_bad_values(kwargs, message):
@@ -231,7 +233,8 @@ def test_cli_families_json_file_or_string(tmp_path):
     )
     assert (recipe.lr_schedule, recipe.dropout) == ("cosine", 0.0)
     default = config_from_args(parser.parse_args([]))
-    assert (default.lr_schedule, default.dropout) == (None, None)
+    assert (default.lr_schedule, default.dropout, default.ema) == (None, None, None)
+    assert config_from_args(parser.parse_args(["--retrain-ema", "0.998"])).ema == 0.998
 
 
 @pytest.mark.parametrize(

@@ -272,9 +272,9 @@ def test_quantized_forward_is_what_the_encoder_stores(bits):
 def test_quantization_aware_retraining_ends_on_the_stored_grid():
     data = toy_images()
 
-    def retrained(qat_epochs):
+    def retrained(qat_epochs, ema=None):
         model = _model()
-        config = _scratch(coef_bits=4, qat_epochs=qat_epochs)
+        config = _scratch(coef_bits=4, qat_epochs=qat_epochs, ema=ema)
         history = retrain_(model, config, data, progress=False)
         return model, history
 
@@ -301,6 +301,11 @@ def test_quantization_aware_retraining_ends_on_the_stored_grid():
     assert len(history["qat"]["loss"]) == 2
     assert encode_error(plain) > 1e-3  # 4-bit coefficients move an ordinary retrained weight
     assert encode_error(qat) < 1e-5  # after QAT the encoder stores the weights as they are
+    # With a moving average of the coefficients the model ends on the grid as well (the
+    # average is rounded in the forward pass like the coefficients themselves).
+    averaged, _ = retrained(2, ema=0.9)
+    assert encode_error(averaged) < 1e-5
+    assert not torch.equal(averaged.get_submodule("3").weight, qat.get_submodule("3").weight)
 
 
 def test_restarts_keep_the_run_with_the_lowest_training_loss():

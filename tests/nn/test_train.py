@@ -370,3 +370,55 @@ def test_distillation_settings_are_part_of_the_checkpoint(small, tmp_path):
     with pytest.raises(ValueError, match="distill"):
         fit(_model(), small, epochs=2, progress=False, checkpoint=ck, teacher=teacher,
             distill_alpha=0.9)  # fmt: skip
+
+
+def test_weight_average_is_the_warmed_up_moving_average_of_the_steps(small):
+    snapshots = []
+
+    def record(model):
+        snapshots.append({n: p.detach().clone() for n, p in model.named_parameters()})
+
+    model = _model()
+    decay = 0.9
+    history = fit(model, small, epochs=2, batch_size=64, lr=1e-2, progress=False,
+                  after_step=record, ema_decay=decay)  # fmt: skip
+    start = _model()  # the same draw fit started from
+    expected = {n: p.detach().clone() for n, p in start.named_parameters()}
+    for t, snap in enumerate(snapshots, start=1):
+        d = min(decay, (1 + t) / (10 + t))
+        expected = {n: d * expected[n] + (1 - d) * snap[n] for n in expected}
+    final = dict(model.named_parameters())
+    for name, value in expected.items():
+        torch.testing.assert_close(final[name].detach(), value, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(value, snapshots[-1][name])  # the average, not the last step
+    # The history scores the averaged model, which is what the model ends with.
+    assert history["test_accuracy"][-1] == evaluate(model, small.x_test, small.y_test)
+
+
+def test_interrupted_run_with_weight_average_resumes_exactly(small, tmp_path):
+    settings = dict(epochs=3, batch_size=128, lr=1e-2, seed=5, progress=False, ema_decay=0.95)
+    straight = _model()
+    expected_history = fit(straight, small, **settings)
+    path = tmp_path / "run.safetensors"
+    steps_per_epoch = -(-len(small.y_train) // 128)
+    with pytest.raises(Interrupt):
+        fit(_model(), small, checkpoint=path, after_step=_interrupt_at(steps_per_epoch, 2),
+            **settings)  # fmt: skip
+    resumed = _model(seed=42)
+    history = fit(resumed, small, checkpoint=path, **settings)
+    assert _same(_weights(resumed), _weights(straight))
+    assert history["test_accuracy"] == expected_history["test_accuracy"]
+    # A checkpoint without an average cannot continue one with it (nor the reverse).
+    plain = tmp_path / "plain.safetensors"
+    fit(_model(), small, epochs=1, progress=False, checkpoint=plain)
+    with pytest.raises(ValueError, match="ema_decay"):
+        fit(_model(), small, epochs=2, progress=False, checkpoint=plain, ema_decay=0.9)
+    with pytest.raises(ValueError, match="ema_decay"):
+        fit(_model(), small, epochs=4, progress=False, checkpoint=path, seed=5, lr=1e-2,
+            batch_size=128)  # fmt: skip
+
+
+@pytest.mark.parametrize("decay", [0, 1, 1.5, -0.1, True, "0.9"])
+def test_bad_weight_average_decay_is_explained(small, decay):
+    with pytest.raises(ValueError, match="ema_decay must be a number in \\(0, 1\\) or None"):
+        fit(_model(), small, epochs=1, progress=False, ema_decay=decay)

@@ -71,7 +71,9 @@ class PolyConfig:
     seventh pass), and small shifts narrow that gap. ``lr_schedule`` ("cosine" or None for a
     constant rate) and ``dropout`` (None keeps the model's own rates; else every Dropout uses
     this rate while retraining, and gets its own back afterwards) complete the retraining
-    recipe, so the one call reproduces the benchmark's."""
+    recipe, so the one call reproduces the benchmark's. ``ema`` (a decay in (0, 1), e.g. 0.998;
+    None: off) keeps an exponential moving average of the trained coefficients in retraining
+    and QAT and ends with it (see :mod:`fewops.nn.averaging`)."""
 
     axis: str = "fan_in"
     interval: int | None = None
@@ -96,6 +98,7 @@ class PolyConfig:
     augment_shift: int = 0
     lr_schedule: str | None = None
     dropout: float | None = None
+    ema: float | None = None
 
     def __post_init__(self) -> None:
         if self.bias_degree is not None:
@@ -140,6 +143,11 @@ class PolyConfig:
             isinstance(self.qat_lr, int | float) and self.qat_lr > 0
         ):
             raise ValueError(f"qat_lr must be a positive number or None; got {self.qat_lr!r}.")
+        if self.ema is not None and (
+            isinstance(self.ema, bool) or not isinstance(self.ema, int | float)
+            or not 0 < self.ema < 1
+        ):  # fmt: skip
+            raise ValueError(f"ema must be None or a decay in (0, 1); got {self.ema!r}.")
 
 
 def _check_count(name: str, value, low: int) -> None:
@@ -310,6 +318,7 @@ def retrain_(model: nn.Module, config: PolyConfig, data, **fit_kwargs) -> dict:
         "seed": config.seed,
         "progress": config.progress,
         "lr_schedule": config.lr_schedule,
+        "ema_decay": config.ema,
         **fit_kwargs,
     }
     with _dropout_rate(model, config.dropout):
@@ -627,6 +636,14 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     )
     _add(
         parser,
+        "--retrain-ema",
+        type=float,
+        default=None,
+        metavar="DECAY",
+        help="keep a moving average of the coefficients with this decay, e.g. 0.998 (default off)",
+    )
+    _add(
+        parser,
         "--families",
         default=None,
         metavar="JSON",
@@ -735,5 +752,6 @@ def config_from_args(args: argparse.Namespace) -> PolyConfig:
         augment_shift=getattr(args, "augment_shift", 0) or 0,
         lr_schedule=None if schedule == "constant" else schedule,
         dropout=getattr(args, "retrain_dropout", None),
+        ema=getattr(args, "retrain_ema", None),
         layers=LayerSelection(overrides=overrides),
     )

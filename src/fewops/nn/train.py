@@ -14,6 +14,7 @@ crash leaves either the previous checkpoint or the new one, never half a file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -30,6 +31,7 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from fewops.models.io import load_module_state, read_tensors, save_tensors
+from fewops.nn.averaging import WeightAverage, check_decay
 from fewops.models.zoo import train_or_load
 from fewops.nn.distributed import (
     DistContext,
@@ -75,6 +77,7 @@ class _Run:
     augment: Augment | None
     distill_T: float = 4.0
     distill_alpha: float = 0.0
+    ema_decay: float | None = None
 
     def config(self, world_size: int) -> dict:
         """The settings a checkpoint must share with a run that resumes it."""
@@ -93,6 +96,8 @@ class _Run:
         if self.distill_alpha > 0:  # only then, so older checkpoints still resume
             config["distill_T"] = self.distill_T
             config["distill_alpha"] = self.distill_alpha
+        # Always present: an older checkpoint lacks the key, which reads as None (no average).
+        config["ema_decay"] = self.ema_decay
         return config
 
     def lr_at(self, epoch: int) -> float:
@@ -146,6 +151,7 @@ def fit(
     teacher: nn.Module | np.ndarray | torch.Tensor | None = None,
     distill_T: float = 4.0,
     distill_alpha: float = 0.5,
+    ema_decay: float | None = None,
 ) -> dict[str, list]:
     """Train ``model`` in place on ``dataset.x_train``/``y_train`` with cross-entropy.
 
@@ -169,6 +175,11 @@ def fit(
     Without ``augment`` a teacher model runs once over ``x_train`` in eval mode before
     training (its logits are reused every epoch); with ``augment`` it runs on every augmented
     batch. ``teacher=None`` (the default) trains on the labels alone, as before.
+
+    Weight averaging: with ``ema_decay`` (e.g. 0.998) an exponential moving average of the
+    trainable parameters is kept after every step (``after_step`` included, so a projected
+    model's average is projected too); "test_accuracy" scores the average, the checkpoint
+    holds it, and the model ends with the averaged parameters.
 
     Returns the history: per epoch "epoch", "loss", "train_accuracy", "test_accuracy" (None
     without test data), "lr", "seconds".
@@ -215,6 +226,7 @@ def fit(
         augment=augment,
         distill_T=float(distill_T),
         distill_alpha=float(distill_alpha) if teacher is not None else 0.0,
+        ema_decay=check_decay(ema_decay),
     )
     arrays = _training_arrays(dataset)
     previous_threads = torch.get_num_threads()
@@ -238,10 +250,11 @@ def _train(
     ctx = setup_from_env(device)
     config = run.config(ctx.world_size)
     opt = _make_optimizer(model, run)
+    average = WeightAverage(model, run.ema_decay) if run.ema_decay is not None else None
     history: dict[str, list] = {key: [] for key in HISTORY_KEYS}
     start = 0
     if checkpoint is not None and resume and checkpoint.exists():
-        start, history = load_checkpoint(checkpoint, model, opt, config=config)
+        start, history = load_checkpoint(checkpoint, model, opt, config=config, average=average)
         if start > run.epochs:
             raise ValueError(
                 f"The checkpoint {checkpoint} holds {start} trained epochs, more than the "
@@ -272,9 +285,12 @@ def _train(
             sampler.set_epoch(epoch)
             order = torch.tensor(list(sampler), dtype=torch.int64)
             bar.set_description(f"epoch {epoch + 1}/{run.epochs}")
-            loss_sum, correct = _run_epoch(net, model, opt, x_train, y_train, order, run, bar, soft)
+            loss_sum, correct = _run_epoch(
+                net, model, opt, x_train, y_train, order, run, bar, soft, average
+            )
             broadcast_module_state(ctx, model)
-            test_accuracy = _sharded_accuracy(ctx, model, x_test, y_test, device)
+            with average.swapped_in(model) if average else contextlib.nullcontext():
+                test_accuracy = _sharded_accuracy(ctx, model, x_test, y_test, device)
             loss_sum, correct, seen = sum_across(ctx, [loss_sum, correct, len(order)], device)
             row = {
                 "epoch": epoch + 1,
@@ -289,13 +305,15 @@ def _train(
             bar.set_postfix({k: f"{row[k]:.4f}" for k in ("loss", "test_accuracy") if row[k]})
             if checkpoint is not None and ctx.is_main:
                 save_checkpoint(checkpoint, model, opt, epoch=epoch + 1, config=config,
-                                history=history)  # fmt: skip
+                                history=history, average=average)  # fmt: skip
             barrier(ctx)
+    if average is not None:
+        average.copy_to(model)
     return history
 
 
 def _run_epoch(
-    net, model, opt, x_train, y_train, order, run: _Run, bar, soft=None
+    net, model, opt, x_train, y_train, order, run: _Run, bar, soft=None, average=None
 ) -> tuple[float, float]:
     """One pass over ``order``; returns (summed loss, number correct) for this process."""
     device = _resolve_device(model, None)
@@ -321,6 +339,8 @@ def _run_epoch(
         if run.after_step is not None:
             with torch.no_grad():
                 run.after_step(model)
+        if average is not None:
+            average.update(model)
         with torch.no_grad():
             loss_sum += loss.detach().double() * len(index)
             correct += (logits.argmax(dim=1) == yb).sum()
@@ -338,9 +358,13 @@ def save_checkpoint(
     epoch: int,
     config: dict,
     history: dict,
+    average: WeightAverage | None = None,
 ) -> None:
-    """Write model and optimizer state atomically as one safetensors file."""
+    """Write model and optimizer state (and a weight average) atomically as one safetensors
+    file."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if average is not None:
+        tensors.update(average.tensors())
     opt_state = optimizer.state_dict()
     state_json: dict[str, dict] = {}
     for param_id, state in opt_state["state"].items():
@@ -359,6 +383,8 @@ def save_checkpoint(
         "history": json.dumps(history),
         "optimizer": json.dumps({"state": state_json, "param_groups": opt_state["param_groups"]}),
     }
+    if average is not None:
+        metadata["ema_updates"] = str(average.updates)
     save_tensors(path, tensors, metadata)
 
 
@@ -368,8 +394,10 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     *,
     config: dict | None = None,
+    average: WeightAverage | None = None,
 ) -> tuple[int, dict[str, list]]:
-    """Restore model (and optimizer) state from ``path``; return (epochs done, history).
+    """Restore model (and optimizer, and weight average) state from ``path``; return (epochs
+    done, history).
 
     With ``config``, every setting in it must equal the one the checkpoint was written with.
     """
@@ -404,6 +432,12 @@ def load_checkpoint(
             raise ValueError(
                 f"The optimizer state in checkpoint {path} does not fit this optimizer ({exc})."
             ) from exc
+    if average is not None:
+        try:
+            updates = int(meta["ema_updates"])
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"The checkpoint {path} has no weight-average step count.") from exc
+        average.load(tensors, updates, str(path))
     return epoch, history
 
 
