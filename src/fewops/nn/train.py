@@ -31,8 +31,8 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from fewops.models.io import load_module_state, read_tensors, save_tensors
-from fewops.nn.averaging import WeightAverage, check_decay
 from fewops.models.zoo import train_or_load
+from fewops.nn.averaging import WeightAverage, check_decay
 from fewops.nn.distributed import (
     DistContext,
     barrier,
