@@ -8,7 +8,8 @@ FAMILY_JSON maps layer names (0 conv1, 2 conv2, 7 dense1, 10 dense2) to PolyConf
 to [axis, interval, degree]. Options: lr (3e-3), batch (64), seed (0), dropout (0), precond
 (1; 0 = raw moments), distill=T,ALPHA with teacher=PATH (a float model's state dict), augment=S
 (random shifts of up to S pixels), wd (AdamW weight decay), qat=N and qat_lr (quantization-
-aware epochs after retraining), ema=DECAY (weight averaging), restarts=N (seeds seed..seed+N-1, lowest training loss kept). Retraining: Adam, cosine, the
+aware epochs after retraining), checkpoint=PATH (retraining resumes from it, so QAT settings
+can be compared on one retrained network; delete PATH.qat between them), ema=DECAY (weight averaging), restarts=N (seeds seed..seed+N-1, lowest training loss kept). Retraining: Adam, cosine, the
 float model's own init for the float layers; accuracy on the 2,000 held-out test images.
 """
 
@@ -76,6 +77,8 @@ def main(argv: list[str]) -> dict:
         teacher = build("mnist-cnn", data.input_shape, data.num_classes)
         teacher.load_state_dict(torch.load(opts["teacher"], weights_only=True))
         fit_options.update(teacher=teacher.eval(), distill_T=temperature, distill_alpha=alpha)
+    if "checkpoint" in opts:  # retraining resumes from it; QAT writes CHECKPOINT.qat
+        fit_options["checkpoint"] = opts["checkpoint"]
     if "wd" in opts:
         fit_options.update(optimizer="adamw", weight_decay=float(opts["wd"]))
     started = time.time()
