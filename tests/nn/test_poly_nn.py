@@ -275,10 +275,12 @@ def test_demo_config_codes_the_demo_mlp():
     ]
 
 
-def test_documented_tensor_blocks_family_builds_on_the_keras_cnn():
-    """docs/wacr-tensor-blocks.json (the README's command) parses and fits the Keras CNN's
-    four layers with the coefficient counts the benchmark reports (96 + 144 + 576 + 80)."""
-    path = Path(__file__).resolve().parents[2] / "docs" / "wacr-tensor-blocks.json"
+@pytest.mark.parametrize("name", ["wacr-tensor-blocks.json", "wacr-tensor-blocks-q.json"])
+def test_documented_tensor_blocks_family_builds_on_the_keras_cnn(name):
+    """docs/wacr-tensor-blocks*.json (the README's command uses -q) parse and fit the Keras
+    CNN's four layers with the coefficient counts the benchmark reports (96 + 144 + 576 + 80:
+    dense1 K 8 x M 72, or K 12 x M 48 with units quadratic)."""
+    path = Path(__file__).resolve().parents[2] / "docs" / name
     families = parse_families(str(path))
     config = PolyConfig(mode="reparam", init="scratch", layers=LayerSelection(overrides=families))
     model = build("mnist-cnn", (1, 28, 28), 10)
