@@ -13,6 +13,11 @@ Parts (all by default):
 Usage:
   python benchmarks/wacr.py [--parts cnn,sweep,lenet,fashion] [--threads 2] [--out DIR]
 Writes DIR/wacr.json and DIR/wacr_sweep.png and prints a Markdown summary with wall times.
+
+The issue's headline point (>= 1211x, <= 0.9 points lost; benchmarks/results/wacr.md, eighth pass):
+  python benchmarks/wacr.py --parts cnn --presets tensor-blocks-q --float-epochs 12 --epochs 80 \
+      --init scratch --retrain-dropout 0 --retrain-batch 64 --lr 2e-2 --qat-epochs 5 \
+      --qat-lr 2e-3 --augment-shift 1 --threads 1 --out DIR
 """
 
 from __future__ import annotations
