@@ -131,9 +131,7 @@ TENSOR_PRESETS = {
     "tensor-blocks": _cnn(_dense1(_LIN, (6, 2), (6, 2)), conv2=_CONV2_CHANNELS),
     # tensor-blocks with dense1 linear along the columns of each block (M = 2 x 6 x 4 = 48) and
     # quadratic across each interval of 32 units (K = 4 x 3 = 12): 576, 960 in all (eighth pass).
-    "tensor-blocks-q": _cnn(
-        _dense1(_LIN, (6, 2), (6, 1), units=(32, 2)), conv2=_CONV2_CHANNELS
-    ),
+    "tensor-blocks-q": _cnn(_dense1(_LIN, (6, 2), (6, 1), units=(32, 2)), conv2=_CONV2_CHANNELS),
     # Probes (over the budget): which layer limits tensor-c2? dense1 with free biases ...
     "probe-d1bias": _cnn(_dense1(_LIN, None, _QUAD, bias_degree=None), conv2=_CONV2_CHANNELS),
     # ... or conv2 with twice the features (K = 16).
