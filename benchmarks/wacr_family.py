@@ -9,8 +9,10 @@ to [axis, interval, degree]. Options: lr (3e-3), batch (64), seed (0), dropout (
 (1; 0 = raw moments), distill=T,ALPHA with teacher=PATH (a float model's state dict), augment=S
 (random shifts of up to S pixels), wd (AdamW weight decay), qat=N and qat_lr (quantization-
 aware epochs after retraining), checkpoint=PATH (retraining resumes from it, so QAT settings
-can be compared on one retrained network; delete PATH.qat between them), ema=DECAY (weight averaging), restarts=N (seeds seed..seed+N-1, lowest training loss kept). Retraining: Adam, cosine, the
-float model's own init for the float layers; accuracy on the 2,000 held-out test images.
+can be compared on one retrained network; delete PATH.qat between them), ema=DECAY (weight
+averaging), restarts=N (seeds seed..seed+N-1, lowest training loss kept). Retraining: Adam,
+cosine, the float model's own init for the float layers; accuracy on the 2,000 held-out test
+images.
 """
 
 from __future__ import annotations

@@ -420,5 +420,5 @@ def test_interrupted_run_with_weight_average_resumes_exactly(small, tmp_path):
 
 @pytest.mark.parametrize("decay", [0, 1, 1.5, -0.1, True, "0.9"])
 def test_bad_weight_average_decay_is_explained(small, decay):
-    with pytest.raises(ValueError, match="ema_decay must be a number in \\(0, 1\\) or None"):
+    with pytest.raises(ValueError, match="ema_decay must be None or a decay in \\(0, 1\\); got "):
         fit(_model(), small, epochs=1, progress=False, ema_decay=decay)

@@ -17,12 +17,13 @@ from torch import nn
 EMA_PREFIX = "ema."
 
 
-def check_decay(value: object) -> float | None:
-    """``None`` (no averaging) or a decay in (0, 1); anything else is a ValueError."""
+def check_decay(value: object, name: str = "ema_decay") -> float | None:
+    """``None`` (no averaging) or a decay in (0, 1); anything else is a ValueError naming
+    ``name`` (the caller's own name for the setting) and the value."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not (0 < value < 1):
-        raise ValueError(f"ema_decay must be a number in (0, 1) or None, got {value!r}.")
+        raise ValueError(f"{name} must be None or a decay in (0, 1); got {value!r}.")
     return float(value)
 
 

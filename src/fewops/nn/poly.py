@@ -36,6 +36,7 @@ from fewops.codes import poly
 from fewops.codes import poly_tensor as pt
 from fewops.nn import poly_tensor as npt
 from fewops.nn.api import LayerSelection, register, set_submodule, target_layers
+from fewops.nn.averaging import check_decay
 from fewops.nn.coded import coded_like
 from fewops.nn.train import LR_SCHEDULES, fit
 
@@ -143,11 +144,7 @@ class PolyConfig:
             isinstance(self.qat_lr, int | float) and self.qat_lr > 0
         ):
             raise ValueError(f"qat_lr must be a positive number or None; got {self.qat_lr!r}.")
-        if self.ema is not None and (
-            isinstance(self.ema, bool) or not isinstance(self.ema, int | float)
-            or not 0 < self.ema < 1
-        ):  # fmt: skip
-            raise ValueError(f"ema must be None or a decay in (0, 1); got {self.ema!r}.")
+        check_decay(self.ema, "ema")
 
 
 def _check_count(name: str, value, low: int) -> None:
