@@ -2,7 +2,7 @@
 
 For each shape, a Gaussian matrix W (seeded) is coded by
   - dense fixed point in CSD (fewops.codes.csd) at the smallest width reaching the target SQNR,
-  - LCC (fewops.lcc.decompose) at the same target SQNR,
+  - LCC (fewops.codes.lcc.decompose) at the same target SQNR,
   - da4ml (PyPI) on the very same integer matrix as CSD (so the same SQNR), from its own Verilog,
 and each design (8-bit signed inputs, combinational) goes through ``yosys proc`` (adder cells, ours
 only) and a 7-series flow (LUTs, CARRY4, cells): ``--flow xilinx-fast`` (default) is
@@ -154,7 +154,7 @@ def build_jobs(
             (f"csd{bits}", (coded.graph, q_sqnr, csd_adds, label), tmp / f"{label}_csd", synth)
         )
         try:
-            import fewops.lcc as lcc
+            import fewops.codes.lcc as lcc
 
             res = lcc.decompose(w, sqnr, algorithm=lcc_algorithm, workers=1)
             jobs.append(
@@ -166,7 +166,7 @@ def build_jobs(
                 )
             )
         except ImportError as exc:
-            notes.append(f"LCC skipped for {label}: fewops.lcc is not available ({exc}).")
+            notes.append(f"LCC skipped for {label}: fewops.codes.lcc is not available ({exc}).")
             print(notes[-1])
         jobs.append(("da4ml", (w_int, q_sqnr, label), tmp / f"{label}_da4ml", synth))
     return jobs, notes

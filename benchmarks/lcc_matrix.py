@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from fewops.codes.csd import adds_for_integer_matrix, bits_for_sqnr, quantize
-from fewops.lcc import decompose
+from fewops.codes.lcc import decompose
 
 # name: (rows, cols, target dB, add target per entry, CSD ratio target, seconds target, runs)
 CASES = {

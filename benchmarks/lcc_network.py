@@ -29,13 +29,13 @@ import torch
 
 from fewops.codes import csd
 from fewops.data import load
+from fewops.methods.baselines import CSDConfig
+from fewops.methods.lcc.handler import LCCConfig, _positions, add_cli_args, config_from_args
 from fewops.models import build
 from fewops.nn.api import compress_
-from fewops.nn.baselines import CSDConfig
 from fewops.nn.coded import layer_matrix
 from fewops.nn.fold import fold_batchnorm_
-from fewops.nn.lcc import LCCConfig, _positions, add_cli_args, config_from_args
-from fewops.nn.train import evaluate, fit
+from fewops.train.fit import evaluate, fit
 
 
 def _split(data, seed: int, train_samples: int | None, search_samples: int | None = None):
@@ -166,7 +166,7 @@ def simulate_coded(coded, train, data, count: int) -> dict:
     """Run the first ``count`` test images through the integer simulator (8-bit activations,
     calibrated on 256 training images): its accuracy, whether its logits equal the float64
     reference bit for bit, and how often it predicts what the torch model predicts."""
-    from fewops.sim.network import compile_network
+    from fewops.nn.integer_network import compile_network
 
     t0 = time.perf_counter()
     net = compile_network(coded, train.x_train[:256], act_bits=8)

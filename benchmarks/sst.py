@@ -35,9 +35,9 @@ import torch
 
 from fewops.codes.sst import SSTCode
 from fewops.data import default_root, load
+from fewops.methods.sst import SSTConfig
 from fewops.nn.api import coded_layers, compress_
-from fewops.nn.sst import SSTConfig
-from fewops.nn.train import evaluate, train_or_load
+from fewops.train.fit import evaluate, train_or_load
 
 FLOAT_EPOCHS = {"mlp": 10, "lenet5": 10}
 LAYERS = {"mlp": 3, "lenet5": 5}  # coded layers, for results cached before "layers" was stored

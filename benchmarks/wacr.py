@@ -36,11 +36,11 @@ import torch
 
 from fewops.cost import count_graph
 from fewops.data import load, random_crop_flip
+from fewops.methods.wacr.poly import PolyConfig, retrain_
 from fewops.models import build
 from fewops.nn.api import LayerSelection, compress_
 from fewops.nn.coded import CodedConv2d, CodedLinear
-from fewops.nn.poly import PolyConfig, retrain_
-from fewops.nn.train import evaluate, fit
+from fewops.train.fit import evaluate, fit
 
 KERAS_CNN_PARAMS = 1_199_882
 PUBLISHED_REDUCTION = 1211.3

@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import wacr  # noqa: E402
 
 from fewops.data import load  # noqa: E402
+from fewops.methods.wacr.poly import retrain_  # noqa: E402
 from fewops.models import build  # noqa: E402
 from fewops.nn.api import LayerSelection, compress_  # noqa: E402
-from fewops.nn.poly import retrain_  # noqa: E402
-from fewops.nn.train import evaluate  # noqa: E402
+from fewops.train.fit import evaluate  # noqa: E402
 
 LAYERS = ("0", "2", "7", "10")
 

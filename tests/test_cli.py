@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from fewops.cli import main
+from fewops.cli.main import main
 
 REQUIRED_TOTALS = {"adds", "mults", "negs", "weight_bits", "params", "table_reads", "bias_adds"}
 

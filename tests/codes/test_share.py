@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from fewops.codes import csd
 from fewops.codes.common import sqnr_db
-from fewops.codes.share import (
+from fewops.codes.lcc.column_sharing import (
     WIDE_DATAPATH_BITS,
     Sharing,
     WideDatapathWarning,

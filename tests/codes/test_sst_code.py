@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fewops.codes import sst as sst_code
+from fewops.codes.sst import SSTCode, num_codewords
 from fewops.cost import count_graph
 from fewops.sim import evaluate
-from fewops.sst import SSTCode, num_codewords
 
 
 def brute_patterns(n, k):

@@ -23,7 +23,7 @@ def coded_graph(code: str):
 
         return dense.encode(w, 8).graph
     if code == "lcc":
-        from fewops.lcc import decompose
+        from fewops.codes.lcc import decompose
 
         return decompose(w, 30.0, algorithm="dmp", workers=1).graph
     if code == "sst":

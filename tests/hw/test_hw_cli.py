@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 
-from fewops.cli import main
+from fewops.cli.export import load_graph, save_graph
+from fewops.cli.main import main
 from fewops.codes import csd
 from fewops.cost import count_graph
-from fewops.hw.cli import load_graph, save_graph
 
 
 def test_export_matrix_simulate_and_count(tmp_path, capsys):

@@ -18,9 +18,9 @@ from fewops.hw.network import (
     simulate_network_verilog,
     write_network_verilog,
 )
+from fewops.methods.baselines import CSDConfig
 from fewops.nn.api import compress_
-from fewops.nn.baselines import CSDConfig
-from fewops.sim.network import compile_network
+from fewops.nn.integer_network import compile_network
 
 
 @pytest.fixture(scope="module")

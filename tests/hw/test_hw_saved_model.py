@@ -9,14 +9,14 @@ import torch
 from hw_graphs import train_full_batch
 from torch import nn
 
-from fewops.cli import main
+from fewops.cli.main import main
 from fewops.data import load
-from fewops.hw.report import hardware_figures
 from fewops.hw.testbench import pack_hex
-from fewops.models.coded_io import load_coded_model, save_coded_model
+from fewops.io.coded_model import load_coded_model, save_coded_model
+from fewops.methods.baselines import CSDConfig
 from fewops.nn.api import compress_
-from fewops.nn.baselines import CSDConfig
-from fewops.sim.network import compile_network
+from fewops.nn.integer_network import compile_network
+from fewops.report.hardware import hardware_figures
 
 
 @pytest.fixture(scope="module")

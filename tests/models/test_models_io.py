@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from fewops.models.io import atomic_write, load_module_state, read_tensors, save_tensors
+from fewops.io.tensors import atomic_write, load_module_state, read_tensors, save_tensors
 
 
 def test_save_and_read_back_with_metadata(tmp_path):

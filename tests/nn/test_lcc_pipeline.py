@@ -9,9 +9,9 @@ import torch
 from lcc_toy_data import toy_data
 from torch import nn
 
+from fewops.methods.lcc.handler import LCCConfig, ToleranceNotMet, add_cli_args, config_from_args
 from fewops.nn.api import LayerSelection, coded_layers, compress_
 from fewops.nn.coded import CodedLinear
-from fewops.nn.lcc import LCCConfig, ToleranceNotMet, add_cli_args, config_from_args
 from fewops.sim import evaluate as simulate
 
 
@@ -21,7 +21,7 @@ def _toy_data(n=600, seed=0):
 
 
 def _trained_mlp(data, seed=0):
-    from fewops.nn.train import fit
+    from fewops.train.fit import fit
 
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 3))
@@ -164,7 +164,7 @@ def test_conv_layers_code_through_im2col_with_positions():
 
 
 def test_default_pruning_leaves_out_a_one_channel_stem():
-    from fewops.nn.train import fit
+    from fewops.train.fit import fit
 
     data = _toy_data()
     torch.manual_seed(0)
@@ -190,14 +190,14 @@ def test_default_pruning_leaves_out_a_one_channel_stem():
 def test_pruned_shared_coded_network_simulates_bit_exactly():
     """The whole network after pruning, sharing and LCC, run in integers, equals its float64
     evaluation with the decoded weights (logits, not only predictions)."""
-    from fewops.sim.network import compile_network
+    from fewops.nn.integer_network import compile_network
 
     data = _toy_data()
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Flatten(), nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 12), nn.ReLU(), nn.Linear(12, 3)
     )
-    from fewops.nn.train import fit
+    from fewops.train.fit import fit
 
     fit(model, data, epochs=4, lr=1e-2, progress=False, seed=0)
     cfg = LCCConfig(
@@ -249,7 +249,7 @@ def test_batchnorm_is_folded_before_coding_so_no_multiplier_is_left():
 def test_max_datapath_bits_option():
     import argparse
 
-    from fewops.nn.lcc_cli import add_cli_args, config_from_args
+    from fewops.cli.lcc_options import add_cli_args, config_from_args
 
     parser = argparse.ArgumentParser()
     add_cli_args(parser)

@@ -9,9 +9,9 @@ import torch
 from lcc_toy_data import toy_data
 from torch import nn
 
+from fewops.methods.lcc.handler import LCCConfig, add_cli_args, config_from_args
+from fewops.methods.lcc.stages import code_groups
 from fewops.nn.api import coded_layers, compress_
-from fewops.nn.lcc import LCCConfig, add_cli_args, config_from_args
-from fewops.nn.lcc_stages import code_groups
 from fewops.sim import evaluate as simulate
 
 
@@ -20,7 +20,7 @@ def _data(n=600, seed=0):
 
 
 def _mlp(data, seed=0):
-    from fewops.nn.train import fit
+    from fewops.train.fit import fit
 
     torch.manual_seed(seed)
     model = nn.Sequential(
@@ -137,9 +137,10 @@ def test_group_below_the_floor_is_measured_from_where_it_starts(monkeypatch):
     """A group that starts below the keep floor (pruning used the budget) is searched against
     its own starting accuracy, not pinned at the highest SQNR: with slack when fine-tuning
     follows, without for the last group."""
-    from fewops.nn import lcc_stages
-    from fewops.nn.lcc import _positions
-    from fewops.nn.train import evaluate
+    from fewops.methods.lcc import stages as lcc_stages
+
+    from fewops.methods.lcc.handler import _positions
+    from fewops.train.fit import evaluate
 
     data = _data()
     model = _mlp(data)
@@ -182,7 +183,7 @@ def test_group_below_the_floor_is_measured_from_where_it_starts(monkeypatch):
 
 
 def test_progressive_coding_folds_each_groups_batchnorm_as_it_codes_it():
-    from fewops.nn.train import fit
+    from fewops.train.fit import fit
 
     data = _data()
     torch.manual_seed(0)

@@ -13,10 +13,7 @@ from poly_data import toy_images
 from torch import nn
 
 from fewops.codes import poly
-from fewops.models import build
-from fewops.nn.api import LayerSelection, compress_, target_layers
-from fewops.nn.coded import CodedConv2d, CodedLinear
-from fewops.nn.poly import (
+from fewops.methods.wacr.poly import (
     PolyConfig,
     PolyConv2d,
     PolyLinear,
@@ -29,6 +26,9 @@ from fewops.nn.poly import (
     parse_layer_override,
     retrain_,
 )
+from fewops.models import build
+from fewops.nn.api import LayerSelection, compress_, target_layers
+from fewops.nn.coded import CodedConv2d, CodedLinear
 
 
 def _model():
@@ -247,7 +247,7 @@ def test_cli_families_json_file_or_string(tmp_path):
     ],
 )
 def test_cli_bad_families_are_named(text, message):
-    from fewops.nn.poly import parse_families
+    from fewops.methods.wacr.poly import parse_families
 
     with pytest.raises(ValueError, match=re.escape(message)):
         parse_families(text)

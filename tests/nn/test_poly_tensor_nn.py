@@ -12,10 +12,10 @@ from torch import nn
 
 from fewops.codes import poly
 from fewops.codes import poly_tensor as pt
+from fewops.methods.wacr.poly import PolyConfig, retrain_
+from fewops.methods.wacr.tensor import TensorPolyLayer, project_bias, tensor_grid
 from fewops.nn.api import LayerSelection, compress_
 from fewops.nn.coded import CodedConv2d, CodedLinear
-from fewops.nn.poly import PolyConfig, retrain_
-from fewops.nn.poly_tensor import TensorPolyLayer, project_bias, tensor_grid
 
 
 def _model():
@@ -189,7 +189,7 @@ def test_moment_scale_changes_the_coordinates_not_the_layer():
 
 
 def test_precondition_scales_every_moment_to_unit_rms():
-    from fewops.nn.poly_tensor import moment_rms, precondition_
+    from fewops.methods.wacr.tensor import moment_rms, precondition_
 
     for layer, x in _dense_and_conv_layers():
         model = nn.Sequential(layer)
@@ -207,7 +207,7 @@ def test_precondition_scales_every_moment_to_unit_rms():
 def _fit_dense(precondition: bool) -> float:
     """Final training loss of a tensor-family dense layer whose labels depend on moments of
     very different sizes (half the inputs 200x smaller), after the same Adam steps."""
-    from fewops.nn.poly_tensor import precondition_
+    from fewops.methods.wacr.tensor import precondition_
 
     gen = torch.Generator().manual_seed(1)
     scales = torch.ones(12, 4)

@@ -4,14 +4,14 @@ import pytest
 import torch
 from torch import nn
 
-from fewops.models import build
-from fewops.nn.prune import (
+from fewops.methods.lcc.prune import (
     GroupLasso,
     GroupProx,
     find_feeders,
     group_norms,
     remove_zero_groups,
 )
+from fewops.models import build
 
 
 def _zero_groups(module, idx):

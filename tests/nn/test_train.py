@@ -7,8 +7,8 @@ from torch import nn
 
 from fewops.data import load
 from fewops.models import build
-from fewops.nn import train
-from fewops.nn.train import evaluate, fit, train_or_load
+from fewops.train import fit as train
+from fewops.train.fit import evaluate, fit, train_or_load
 
 
 @pytest.fixture(autouse=True)

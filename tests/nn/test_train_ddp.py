@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fewops.nn.train import load_checkpoint
+from fewops.train.fit import load_checkpoint
 
 SCRIPT = textwrap.dedent(
     """
@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent(
     import torch.distributed as dist
     from torch import nn
 
-    from fewops.nn.train import fit
+    from fewops.train.fit import fit
 
     out = Path(sys.argv[1])
 

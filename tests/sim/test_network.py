@@ -4,9 +4,9 @@ import torch
 from torch import nn
 
 from fewops.data import load
+from fewops.methods.baselines import CSDConfig, DenseConfig
 from fewops.nn.api import compress_
-from fewops.nn.baselines import CSDConfig, DenseConfig
-from fewops.sim.network import compile_network
+from fewops.nn.integer_network import compile_network
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,13 @@ import torch
 from torch import nn
 
 from fewops.data import load
+from fewops.methods.baselines import CSDConfig
+from fewops.methods.lcc.handler import LCCConfig
 from fewops.models import build
 from fewops.nn.api import compress_
-from fewops.nn.baselines import CSDConfig
 from fewops.nn.fold import fold_batchnorm_
-from fewops.nn.lcc import LCCConfig
-from fewops.sim.network import compile_network
-from fewops.sim.traced import compile_traced
+from fewops.nn.integer_network import compile_network
+from fewops.nn.traced_network import compile_traced
 
 
 def _images(n, size=12, seed=0):

@@ -1,4 +1,4 @@
-"""Batch augmentations for ``fewops.nn.train.fit(augment=...)``.
+"""Batch augmentations for ``fewops.train.fit.fit(augment=...)``.
 
 They draw from torch's global random generator, which ``fit`` seeds per epoch, so training
 with augmentation stays reproducible and resumable.

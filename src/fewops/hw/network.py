@@ -2,7 +2,7 @@
 
 Each layer's shift-add graph becomes its own module (see :mod:`fewops.hw.emit`); the top module
 wires them together with the bias add, ReLU and requantization of the integer network simulator
-(:mod:`fewops.sim.network`), bit for bit. For a layer with graph output ``acc``:
+(:mod:`fewops.nn.integer_network`), bit for bit. For a layer with graph output ``acc``:
 
     t = acc * scale_m + bias_int
     hidden layer:  next = clip((t + 2**(r-1)) >> r, lo, hi)   (r > 0; t << -r when r <= 0)
@@ -116,7 +116,7 @@ def _act_range(bits: int, signed: bool) -> tuple[int, int]:
 
 
 def from_integer_network(net) -> HwNetwork:
-    """An :class:`HwNetwork` from a compiled :class:`fewops.sim.network.IntegerNetwork` (MLP).
+    """An :class:`HwNetwork` from a compiled :class:`fewops.nn.integer_network.IntegerNetwork` (MLP).
 
     Only fully connected layers (with ReLU or not) and Flatten are supported; a convolution or
     pooling step is refused with its name.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fewops.models.io import atomic_write
+from fewops.io.tensors import atomic_write
 
 SCHEMA_VERSION = 1
 

@@ -1,4 +1,4 @@
-"""Tests of linear computation coding (fewops.lcc): add rule, search, graph, API, bad input."""
+"""Tests of linear computation coding (fewops.codes.lcc): add rule, search, graph, API, bad input."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from fewops.codes.common import sqnr_db
+from fewops.codes.lcc import auto_slice_width, decompose, slice_bounds
 from fewops.codes.lcc.core import best_terms, pow2_round, row_adds, split_pow2, top_terms
 from fewops.codes.lcc.lower import merged_terms
 from fewops.cost.count import count_graph
-from fewops.lcc import auto_slice_width, decompose, slice_bounds
 from fewops.sim.evaluate import evaluate
 
 
@@ -393,7 +393,7 @@ def test_exactly_representable_matrix_is_exact():
 def test_cli_runs_and_writes_outputs(tmp_path, capsys):
     import json
 
-    from fewops.codes.lcc.cli import main
+    from fewops.cli.lcc import main
 
     w = gaussian((32, 5), seed=1)
     np.save(tmp_path / "w.npy", w)

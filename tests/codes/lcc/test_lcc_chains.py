@@ -6,11 +6,11 @@ import itertools
 
 import numpy as np
 
+from fewops.codes.lcc import decompose
 from fewops.codes.lcc.algorithms import run_algorithm
 from fewops.codes.lcc.chains import allocate, backtrack, beam_chains, extend_code
 from fewops.codes.lcc.core import best_terms, pow2_round
 from fewops.codes.lcc.grow import grow
-from fewops.lcc import decompose
 
 
 def _budget(w, db):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fewops.codes.lcc import decompose
 from fewops.codes.lcc.algorithms import run_algorithm
 from fewops.codes.lcc.core import SliceCode
 from fewops.codes.lcc.cse import dedupe
 from fewops.codes.lcc.grow import grow
 from fewops.codes.lcc.lower import merged_terms, to_graph
 from fewops.cost.count import count_graph
-from fewops.lcc import decompose
 from fewops.sim.evaluate import evaluate
 
 

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from fewops.codes.lcc.core import TERM_FLOOR, SliceCode, best_terms, pow2_round, top_terms
-from fewops.codes.lcc.share import Known
+from fewops.codes.lcc.shared_moves import Known
 
 
 class _Book:
@@ -114,7 +114,7 @@ def grow(
     ``share``: moves that build the same codeword (up to sign and shift) share one add, and a
     move onto a codeword that already exists is free: a round ranks the new codewords by the
     summed gain of all rows that take them, and counts adds per distinct new codeword
-    (:class:`fewops.codes.lcc.share.Known`).
+    (:class:`fewops.codes.lcc.shared_moves.Known`).
     """
     if realias is None:
         realias = keep_depth is None

@@ -95,7 +95,7 @@ def _check_lambda(lam: float) -> float:
 
 
 class GroupLasso:
-    """``regularizer(model)`` for :func:`fewops.nn.train.fit`: lambda * sum_g ||w_g||_2.
+    """``regularizer(model)`` for :func:`fewops.train.fit.fit`: lambda * sum_g ||w_g||_2.
 
     With ``weighted`` each group's norm is multiplied by sqrt(group size) (the textbook group
     lasso); by default all groups count alike.
@@ -383,13 +383,13 @@ def prune_by_group_lasso(
 ) -> PruneReport:
     """Train with the group-lasso proximal step, remove zero groups, fine-tune; report.
 
-    ``fit`` defaults to :func:`fewops.nn.train.fit`; ``fit_options`` go to every fit call (e.g.
+    ``fit`` defaults to :func:`fewops.train.fit.fit`; ``fit_options`` go to every fit call (e.g.
     ``num_threads``). ``relative`` scales each layer's threshold (see :class:`GroupProx`).
     Fine-tuning keeps masked groups at zero and anneals the learning rate (cosine).
     """
     lam = _check_lambda(lam)
     if fit is None:
-        from fewops.nn.train import fit
+        from fewops.train.fit import fit
     names = None if names is None else tuple(names)
     fit(
         model,

@@ -13,7 +13,7 @@ from torch import nn
 from fewops.cost.report import NetworkCost
 from fewops.nn.api import coded_layers, compress_
 from fewops.nn.coded import CodedConv2d
-from fewops.sim.network import compile_network
+from fewops.nn.integer_network import compile_network
 
 
 def conv_positions(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:

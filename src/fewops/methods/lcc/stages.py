@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from fewops.methods.lcc.config import LCCConfig
+from fewops.methods.lcc.search import _accuracy, _set_weight, code_layers, search_levels
 from fewops.nn.coded import layer_matrix
 from fewops.nn.fold import fold_batchnorm_
-from fewops.nn.lcc_config import LCCConfig
-from fewops.nn.lcc_search import _accuracy, _set_weight, code_layers, search_levels
 
 # -- pruning, with an optional cache ----------------------------------------------------------
 
@@ -67,7 +67,7 @@ def _adopt(model: nn.Module, other: nn.Module) -> None:
 
 def prune_stage(model: nn.Module, data, names: list[str], cfg: LCCConfig) -> tuple[dict, bool]:
     """Group-lasso pruning of ``names`` in place; (PruneReport dict, whether it was cached)."""
-    from fewops.nn.prune import prune_by_group_lasso
+    from fewops.methods.lcc.prune import prune_by_group_lasso
 
     path = None
     if cfg.prune_cache is not None:
@@ -109,8 +109,8 @@ def code_groups(names: list[str], groups: int | None) -> list[list[str]]:
 
 def _finetune(model: nn.Module, data, float_names: list[str], cfg: LCCConfig, seed: int) -> bool:
     """Fine-tune the trainable parameters; zero groups of float layers stay zero."""
-    from fewops.nn.prune import KeepZero, zero_groups
-    from fewops.nn.train import fit
+    from fewops.methods.lcc.prune import KeepZero, zero_groups
+    from fewops.train.fit import fit
 
     if cfg.code_finetune_epochs == 0 or not any(p.requires_grad for p in model.parameters()):
         return False

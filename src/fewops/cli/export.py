@@ -4,7 +4,7 @@ The source is a saved graph (``--graph G.npz``, arrays op/a/b/sa/sb/const as wri
 :func:`save_graph` or ``fewops lcc --save-graph``), a matrix coded on the spot (``--matrix W.npy
 --code csd|dense|lcc`` with ``--bits`` or ``--target-db``, the same inputs as ``fewops lcc``), or a
 model saved by ``fewops compress --out DIR`` (``--model DIR``: every layer, plus the whole MLP as
-one top module; see :mod:`fewops.hw.export_model`).
+one top module; see :mod:`fewops.cli.export_model`).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def _graph_from_args(args) -> Graph:
     if args.code == "lcc":
         if args.target_db is None:
             raise ValueError("--code lcc needs --target-db.")
-        from fewops.lcc import decompose
+        from fewops.codes.lcc import decompose
 
         return decompose(w, args.target_db, algorithm=args.algorithm).graph
     from fewops.codes import csd, dense
@@ -148,7 +148,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.testbench < 0:
         raise ValueError(f"--testbench needs a vector count of at least 1; got {args.testbench}.")
     if args.model is not None:
-        from fewops.hw.export_model import export_model
+        from fewops.cli.export_model import export_model
 
         return export_model(args)
     if args.data is not None:

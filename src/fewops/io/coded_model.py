@@ -30,7 +30,7 @@ from torch import nn
 
 from fewops.codes.base import CodedMatrix
 from fewops.graph.graph import Graph
-from fewops.models.io import atomic_write
+from fewops.io.tensors import atomic_write
 from fewops.nn.coded import CodedConv2d, CodedLinear
 
 FORMAT = "fewops-coded-model"
@@ -59,7 +59,7 @@ class SavedModel:
     meta: dict = field(default_factory=dict)
 
     def integer_network(self):
-        """The calibrated :class:`fewops.sim.network.IntegerNetwork`, bit for bit as simulated.
+        """The calibrated :class:`fewops.nn.integer_network.IntegerNetwork`, bit for bit as simulated.
 
         Needs the Sequential model and the saved calibration; otherwise a ValueError says which
         is missing.
@@ -75,7 +75,7 @@ class SavedModel:
                 f"The model in {self.path} was saved without integer calibration (it was not "
                 "simulated, e.g. --no-simulate); only its layers can be exported."
             )
-        from fewops.sim.network import compile_network
+        from fewops.nn.integer_network import compile_network
 
         cal = self.calibration
         # compile_network always calibrates; calibrate on one zero image (cheap), then put the
@@ -408,13 +408,13 @@ def _tuple(v):
 def save_compressed(out_dir, model, method: str, dataset, act_bits: int, simulate: bool) -> Path:
     """Save the model of ``fewops compress`` with the calibration its simulation used.
 
-    The calibration is recomputed as :func:`fewops.pipeline.run_method` does it (first 512
+    The calibration is recomputed as :func:`fewops.report.pipeline.run_method` does it (first 512
     training images), which is deterministic, so the saved network is the simulated one. Models
     the integer simulator cannot run (residual networks) are saved without it.
     """
     network = None
     if simulate:
-        from fewops.sim.network import IntegerNetwork, compile_network
+        from fewops.nn.integer_network import IntegerNetwork, compile_network
 
         try:
             network = compile_network(model, dataset.x_train[:512], act_bits=act_bits)

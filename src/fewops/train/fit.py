@@ -30,10 +30,10 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from fewops.models.io import load_module_state, read_tensors, save_tensors
-from fewops.models.zoo import train_or_load
-from fewops.nn.averaging import WeightAverage, check_decay
-from fewops.nn.distributed import (
+from fewops.io.tensors import load_module_state, read_tensors, save_tensors
+from fewops.train.averaging import WeightAverage, check_decay
+from fewops.train.cache import train_or_load
+from fewops.train.distributed import (
     DistContext,
     barrier,
     broadcast_module_state,

@@ -192,7 +192,7 @@ def compile_network(
     model: nn.Module, calibration: np.ndarray, *, act_bits: int = 8
 ) -> IntegerNetwork:
     """Compile a Sequential of coded layers into an :class:`IntegerNetwork` (any other model,
-    e.g. a ResNet, into a :class:`fewops.sim.traced.TracedNetwork`).
+    e.g. a ResNet, into a :class:`fewops.nn.traced_network.TracedNetwork`).
 
     ``calibration`` (float inputs in [0, 1]) sets each activation's power-of-two scale so that the
     largest value seen fits ``act_bits`` bits.
@@ -200,7 +200,7 @@ def compile_network(
     if not 2 <= int(act_bits) <= 16:
         raise ValueError(f"Activation width must be between 2 and 16 bits; got {act_bits}.")
     if not isinstance(model, nn.Sequential):
-        from fewops.sim.traced import compile_traced  # residual networks: traced graph
+        from fewops.nn.traced_network import compile_traced  # residual networks: traced graph
 
         return compile_traced(model, calibration, act_bits=act_bits)
     steps: list = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fewops.nn.lcc_config import ALGORITHMS, LCCConfig
+from fewops.methods.lcc.config import ALGORITHMS, LCCConfig
 
 
 def add_cli_args(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@
 
 1. **prune** (when ``prune_lambda > 0`` and data is given): training with the group-lasso
    proximal step over whole input columns/channels, physical removal of the zero groups
-   (:mod:`fewops.nn.prune`), fine-tuning; optionally cached (``prune_cache``);
+   (:mod:`fewops.methods.lcc.prune`), fine-tuning; optionally cached (``prune_cache``);
 2. **SQNR search**: each layer's SQNR is chosen so that network accuracy stays within
    ``tolerance`` of the float model. The search runs on a cheap proxy first (the weights plus
    Gaussian noise at the layer's SQNR: one forward pass per trial, no decomposition), uniform
@@ -13,16 +13,16 @@
    (``max_rounds`` times). The best found is kept and, if it misses, reported (with a
    :class:`ToleranceNotMet` warning), never silently accepted;
    with ``code_finetune_epochs > 0`` the layers are instead searched, coded and followed by
-   fine-tuning of the float rest group by group (:mod:`fewops.nn.lcc_stages`);
+   fine-tuning of the float rest group by group (:mod:`fewops.methods.lcc.stages`);
 3. **share + LCC** per layer, layers in parallel processes
-   (:func:`fewops.codes.share.share_and_decompose`): affinity-propagation column sharing at
+   (:func:`fewops.codes.lcc.column_sharing.share_and_decompose`): affinity-propagation column sharing at
    the layer's SQNR plus ``share_margin_db``, LCC of the narrower matrix, one graph;
 4. the layers become :class:`~fewops.nn.coded.CodedLinear`/``CodedConv2d``.
 
 The per-stage report (JSON-able) is stored as ``model.fewops_stages``. The pieces live in
-:mod:`fewops.nn.lcc_config` (config, checks), :mod:`fewops.nn.lcc_search` (proxy search,
-parallel coding), :mod:`fewops.nn.lcc_stages` (cached pruning, progressive coding) and
-:mod:`fewops.nn.lcc_cli` (CLI options); this module re-exports their public names.
+:mod:`fewops.methods.lcc.config` (config, checks), :mod:`fewops.methods.lcc.search` (proxy search,
+parallel coding), :mod:`fewops.methods.lcc.stages` (cached pruning, progressive coding) and
+:mod:`fewops.cli.lcc_options` (CLI options); this module re-exports their public names.
 """
 
 from __future__ import annotations
@@ -35,19 +35,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from fewops.cli.lcc_options import add_cli_args, config_from_args, demo_config
 from fewops.codes import csd
-from fewops.nn.api import register, set_submodule, target_layers
-from fewops.nn.coded import coded_like, layer_matrix
-from fewops.nn.fold import fold_batchnorm_
-from fewops.nn.lcc_cli import add_cli_args, config_from_args, demo_config
-from fewops.nn.lcc_config import (
+from fewops.methods.lcc.config import (
     ALGORITHMS,
     PER_CHANNEL_WEIGHTS,
     LCCConfig,
     ToleranceNotMet,
     check_codable,
 )
-from fewops.nn.lcc_search import (
+from fewops.methods.lcc.search import (
     _accuracy,
     _jsonable,
     _noisy,
@@ -58,7 +55,10 @@ from fewops.nn.lcc_search import (
     csd_adds,
     search_levels,
 )
-from fewops.nn.lcc_stages import code_progressively, prune_stage
+from fewops.methods.lcc.stages import code_progressively, prune_stage
+from fewops.nn.api import register, set_submodule, target_layers
+from fewops.nn.coded import coded_like, layer_matrix
+from fewops.nn.fold import fold_batchnorm_
 
 __all__ = [
     "ALGORITHMS",

@@ -41,7 +41,7 @@ def layer_module_name(layer_name: str) -> str:
 def export_model(args) -> int:
     """Run the export of a saved model; returns the exit status (1 when a bench fails)."""
     from fewops.cost import count_graph
-    from fewops.models.coded_io import load_coded_model
+    from fewops.io.coded_model import load_coded_model
     from fewops.sim.evaluate import evaluate
 
     # Every bad argument is refused before anything is written.

@@ -43,7 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run the subcommand; returns the exit status."""
     from fewops.codes.csd import bits_for_sqnr, encode
-    from fewops.lcc import decompose
+    from fewops.codes.lcc import decompose
 
     path = Path(args.matrix)
     if not path.exists():
@@ -96,14 +96,14 @@ def run(args: argparse.Namespace) -> int:
     if args.save_matrix is not None:
         np.save(args.save_matrix, res.matrix())
     if args.save_graph is not None:
-        from fewops.hw.cli import save_graph
+        from fewops.cli.export import save_graph
 
         print(f"graph written to {save_graph(res.graph, args.save_graph)}")
     return 0
 
 
 def main(argv=None) -> int:
-    """Stand-alone entry (``python -m fewops.codes.lcc.cli``) until the main CLI wires it in."""
+    """Stand-alone entry (``python -m fewops.cli.lcc``) until the main CLI wires it in."""
     parser = argparse.ArgumentParser(prog="fewops")
     sub = parser.add_subparsers(dest="command", required=True)
     add_parser(sub)

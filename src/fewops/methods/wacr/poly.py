@@ -14,7 +14,7 @@ then coefficient quantization with the fit in fixed point) and the layers become
 ``CodedLinear`` / ``CodedConv2d``.
 
 Layers whose config sets ``in_factors`` (tensor-product families) or ``bias_degree``
-(polynomial biases) train through :mod:`fewops.nn.poly_tensor` and code through
+(polynomial biases) train through :mod:`fewops.methods.wacr.tensor` and code through
 :mod:`fewops.codes.poly_tensor` instead.
 """
 
@@ -34,11 +34,11 @@ from torch import nn
 
 from fewops.codes import poly
 from fewops.codes import poly_tensor as pt
-from fewops.nn import poly_tensor as npt
+from fewops.methods.wacr import tensor as npt
 from fewops.nn.api import LayerSelection, register, set_submodule, target_layers
-from fewops.nn.averaging import check_decay
 from fewops.nn.coded import coded_like
-from fewops.nn.train import LR_SCHEDULES, fit
+from fewops.train.averaging import check_decay
+from fewops.train.fit import LR_SCHEDULES, fit
 
 MODES = ("project", "reparam")
 INITS = ("float", "scratch")
@@ -60,7 +60,7 @@ class PolyConfig:
     retrains from random coefficients scaled on a training batch instead of from the
     projection of the float weights. ``precondition`` (reparam, tensor layers; default on)
     learns the coefficients against moments scaled to unit RMS on a training batch: the same
-    family and weights, far better conditioned for Adam (see :mod:`fewops.nn.poly_tensor`).
+    family and weights, far better conditioned for Adam (see :mod:`fewops.methods.wacr.tensor`).
     ``qat_epochs`` (reparam, tensor layers) more epochs after retraining with the coefficients
     rounded to their ``coef_bits`` grid in the forward pass (straight-through gradients) at
     ``qat_lr`` (None: lr / 10), so the network learns around its quantization error; the
@@ -74,7 +74,7 @@ class PolyConfig:
     this rate while retraining, and gets its own back afterwards) complete the retraining
     recipe, so the one call reproduces the benchmark's. ``ema`` (a decay in (0, 1), e.g. 0.998;
     None: off) keeps an exponential moving average of the trained coefficients in retraining
-    and QAT and ends with it (see :mod:`fewops.nn.averaging`)."""
+    and QAT and ends with it (see :mod:`fewops.train.averaging`)."""
 
     axis: str = "fan_in"
     interval: int | None = None
@@ -303,7 +303,7 @@ class _TensorProjector:
 def retrain_(model: nn.Module, config: PolyConfig, data, **fit_kwargs) -> dict:
     """Retrain a (trained float) model onto the polynomial family in place; returns the history.
 
-    ``fit_kwargs`` go to :func:`fewops.nn.train.fit` and win over the config's settings.
+    ``fit_kwargs`` go to :func:`fewops.train.fit.fit` and win over the config's settings.
     """
     if config.restarts > 1:
         return _best_of_restarts(model, config, data, fit_kwargs)

@@ -8,14 +8,14 @@ import importlib
 import sys
 from pathlib import Path
 
-from fewops.methods import METHOD_MODULES, method_module
+from fewops.methods.registry import METHOD_MODULES, method_module
 
 # Subcommands implemented next to their code: module with add_parser(subparsers) and run(args).
-PLUGIN_COMMANDS = {"lcc": "fewops.codes.lcc.cli", "export": "fewops.hw.cli"}
+PLUGIN_COMMANDS = {"lcc": "fewops.cli.lcc", "export": "fewops.cli.export"}
 
 
 def _demo(args) -> int:
-    from fewops.jobs import run_demo, summary
+    from fewops.report.jobs import run_demo, summary
 
     report = run_demo(Path(args.out), seed=args.seed, progress=not args.quiet)
     print(summary(report))
@@ -24,7 +24,7 @@ def _demo(args) -> int:
 
 
 def _compress(args, extra: list[str]) -> int:
-    from fewops.jobs import run_compress, summary
+    from fewops.report.jobs import run_compress, summary
 
     module = method_module(args.method)
     method_parser = argparse.ArgumentParser(prog=f"fewops compress --method {args.method}")

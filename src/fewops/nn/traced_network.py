@@ -1,6 +1,6 @@
 """Bit-exact integer inference of coded networks that are not a plain chain (ResNets).
 
-:mod:`fewops.sim.network` runs an ``nn.Sequential``. Here the model is traced with
+:mod:`fewops.nn.integer_network` runs an ``nn.Sequential``. Here the model is traced with
 :mod:`torch.fx` (coded layers kept as leaves) and every node of the traced graph gets an integer
 handler. A value is an integer array ``a`` with real value ``a * 2**e`` (``e`` the exponent);
 after a global average pool it also carries a divisor P (real value ``a * 2**e / P``), because
@@ -9,7 +9,7 @@ scaled by P), so the logits come out P times larger, exactly.
 
 Where values are rounded (the only places):
 
-* the network input, to ``act_bits`` unsigned bits (as in :mod:`fewops.sim.network`);
+* the network input, to ``act_bits`` unsigned bits (as in :mod:`fewops.nn.integer_network`);
 * every ReLU output (a stored activation), to ``act_bits`` unsigned bits;
 * the input of a coded layer that is not already ``act_bits`` wide (e.g. a pooled sum), to
   ``act_bits`` bits, signed unless it cannot be negative.
@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from fewops.nn.coded import CodedConv2d, CodedLinear
+from fewops.nn.integer_network import _columns, _exact_int, _maxpool, _pair
 from fewops.sim.evaluate import evaluate
-from fewops.sim.network import _columns, _exact_int, _maxpool, _pair
 
 PASS_THROUGH = (nn.Identity, nn.Dropout)
 

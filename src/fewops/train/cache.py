@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from fewops.data import default_root, load
-from fewops.models.io import load_module_state, read_tensors, save_tensors
+from fewops.io.tensors import load_module_state, read_tensors, save_tensors
 from fewops.models.registry import build
 
 MODEL_CACHE_FORMAT = "fewops-trained-model-1"
@@ -49,10 +49,10 @@ def train_or_load(
     ``dataset`` may pass the already loaded data set. Returns (model in eval mode, info) with
     info keys "path", "cached", "history", "test_accuracy", "key".
     """
-    # Imported here, not at the top: fewops.nn.train imports this module to re-export
+    # Imported here, not at the top: fewops.train.fit imports this module to re-export
     # train_or_load, so a top-level import would be circular.
-    from fewops.nn import train as training
-    from fewops.nn.distributed import setup_from_env
+    from fewops.train import fit as training
+    from fewops.train.distributed import setup_from_env
 
     data = dataset if dataset is not None else load(dataset_name, data_root, seed=seed)
     options = dict(model_options or {})

@@ -6,10 +6,10 @@ import copy
 import time
 from pathlib import Path
 
-from fewops.methods import available_methods, demo_config
+from fewops.methods.baselines import CSDConfig, DenseConfig
+from fewops.methods.registry import available_methods, demo_config
 from fewops.nn.api import compress_
-from fewops.nn.baselines import CSDConfig, DenseConfig
-from fewops.pipeline import float_accuracy, run_method
+from fewops.report.pipeline import float_accuracy, run_method
 from fewops.report.write import build_report, markdown_table, write_report
 
 DEMO_HIDDEN = (64, 32)
@@ -49,7 +49,7 @@ def baselines(
 def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, methods=None) -> dict:
     """Train an MLP on digits, code it with every available method, simulate, report."""
     from fewops.data import load
-    from fewops.nn.train import train_or_load
+    from fewops.train.fit import train_or_load
 
     start = time.perf_counter()
     dataset = load("digits", seed=seed)
@@ -73,7 +73,7 @@ def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, methods=Non
             print(f"coding with {name} ...", flush=True)
         entry, models[name] = run_method(name, model, dataset, demo_config(name), act_bits=act_bits)
         entries.append(entry)
-    from fewops.hw.report import add_hardware_figures
+    from fewops.report.hardware import add_hardware_figures
 
     add_hardware_figures(entries, models)
     report = build_report(
@@ -95,7 +95,7 @@ def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, methods=Non
 def run_compress(args, method_config, out_dir: Path) -> dict:
     """Train or load the float model, code it with one method beside the baselines, report."""
     from fewops.data import load
-    from fewops.nn.train import train_or_load
+    from fewops.train.fit import train_or_load
 
     start = time.perf_counter()
     dataset = load(args.data, root=args.data_root, seed=args.seed)
@@ -118,8 +118,8 @@ def run_compress(args, method_config, out_dir: Path) -> dict:
             args.method, model, dataset, method_config, act_bits=args.act_bits, simulate=simulate
         )
         entries.append(entry)
-    from fewops.hw.report import add_hardware_figures
-    from fewops.models.coded_io import save_compressed
+    from fewops.io.coded_model import save_compressed
+    from fewops.report.hardware import add_hardware_figures
 
     add_hardware_figures(entries, models)
     save_compressed(

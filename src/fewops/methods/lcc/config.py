@@ -12,7 +12,7 @@ from fewops.codes.lcc.algorithms import ALGORITHMS as MATRIX_ALGORITHMS
 from fewops.nn.api import LayerSelection
 from fewops.nn.coded import CodedConv2d, CodedLinear
 
-# Every matrix algorithm of fewops.lcc ("dmp", "rs", "fs", "mixed", "grow", "chain", "best").
+# Every matrix algorithm of fewops.codes.lcc ("dmp", "rs", "fs", "mixed", "grow", "chain", "best").
 ALGORITHMS = tuple(MATRIX_ALGORITHMS)
 # Modules with weights that are not matrix products of their input: allowed, left in float.
 PER_CHANNEL_WEIGHTS = (
@@ -40,7 +40,7 @@ class LCCConfig:
     Pruning: ``prune_lambda`` (0 = off), ``prune_layers`` (names; None = every coded layer),
     ``prune_epochs``, ``finetune_epochs``, ``lr``; ``prune_relative`` scales each layer's
     threshold by its RMS group norm (lambda is then a unitless rate, see
-    :class:`fewops.nn.prune.GroupProx`); ``train_threads`` torch threads while training;
+    :class:`fewops.methods.lcc.prune.GroupProx`); ``train_threads`` torch threads while training;
     ``prune_cache`` a folder where the pruned model is kept, keyed by the float weights, the
     training set and the pruning settings, so a second run with the same ones skips training.
     Progressive coding (``code_finetune_epochs > 0``, needs data): the layers are coded in

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from fewops.codes import csd
-from fewops.codes.share import share_and_decompose
-from fewops.nn.lcc_config import LCCConfig
+from fewops.codes.lcc.column_sharing import share_and_decompose
+from fewops.methods.lcc.config import LCCConfig
 
 
 def _positions(model: nn.Module, names: list[str], sample: torch.Tensor) -> dict[str, int]:
@@ -46,7 +46,7 @@ def _set_weight(module: nn.Module, w: np.ndarray) -> None:
 
 
 def _accuracy(model, x, y) -> float:
-    from fewops.nn.train import evaluate
+    from fewops.train.fit import evaluate
 
     return float(evaluate(model, x, y))
 

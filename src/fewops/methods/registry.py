@@ -11,11 +11,11 @@ import importlib
 from types import ModuleType
 
 METHOD_MODULES = {
-    "dense": "fewops.nn.baselines",
-    "csd": "fewops.nn.baselines",
-    "sst": "fewops.nn.sst",
-    "lcc": "fewops.nn.lcc",
-    "wacr": "fewops.nn.poly",
+    "dense": "fewops.methods.baselines",
+    "csd": "fewops.methods.baselines",
+    "sst": "fewops.methods.sst",
+    "lcc": "fewops.methods.lcc.handler",
+    "wacr": "fewops.methods.wacr.poly",
 }
 
 

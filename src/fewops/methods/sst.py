@@ -274,7 +274,7 @@ def retrain(model: nn.Module, config: SSTConfig, targets, data) -> dict:
     The modules are wrapped in :class:`SSTQAT` while training and put back afterwards, holding
     the trained float shadow weights. Returns {"seconds", "k_per_epoch", "history", "normalized"}.
     """
-    from fewops.nn.train import fit
+    from fewops.train.fit import fit
 
     started = time.perf_counter()
     names = [name for name, _, _ in targets]
