@@ -29,7 +29,7 @@ import torch
 
 from fewops.codes import csd
 from fewops.data import load
-from fewops.methods.baselines import CSDConfig
+from fewops.methods.baselines import CSDCode, CSDConfig
 from fewops.methods.lcc.handler import LCCConfig, _positions, add_cli_args, config_from_args
 from fewops.models import build
 from fewops.nn.api import compress_
@@ -70,7 +70,7 @@ def csd_baseline(model, data, tolerance=0.005, max_bits=12):
     rows = []
     for bits in range(2, max_bits + 1):
         m = copy.deepcopy(model)
-        compress_(m, CSDConfig(bits=bits))
+        compress_(m, CSDConfig(CSDCode(bits=bits)))
         acc = evaluate(m, data.x_test, data.y_test)
         adds = 0
         for n in names:

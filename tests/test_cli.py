@@ -21,7 +21,7 @@ def test_compress_csd_writes_report(tmp_path, capsys):
             "digits",
             "--hidden",
             "32",
-            "--epochs",
+            "--float-epochs",
             "3",
             "--out",
             str(out),

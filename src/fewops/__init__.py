@@ -26,8 +26,8 @@ _EXPORTS = {
     "DenseConfig": "fewops.methods.baselines",
     "CSDConfig": "fewops.methods.baselines",
     "SSTConfig": "fewops.methods.sst",
-    "LCCConfig": "fewops.methods.lcc.config",
-    "PolyConfig": "fewops.methods.wacr.poly",
+    "LCCConfig": "fewops.methods.lcc",
+    "PolyConfig": "fewops.methods.wacr",
     "METHODS": "fewops.methods.registry",
     # codes of single matrices
     "decompose": "fewops.codes.lcc",

@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 
-from fewops.cli.export import load_graph, save_graph
 from fewops.cli.main import main
 from fewops.codes import csd
 from fewops.cost import count_graph
+from fewops.graph.io import load_graph, save_graph
 
 
 def test_export_matrix_simulate_and_count(tmp_path, capsys):

@@ -18,7 +18,7 @@ from fewops.hw.network import (
     simulate_network_verilog,
     write_network_verilog,
 )
-from fewops.methods.baselines import CSDConfig
+from fewops.methods.baselines import CSDCode, CSDConfig
 from fewops.nn.api import compress_
 from fewops.nn.integer_network import compile_network
 
@@ -31,7 +31,7 @@ def digits_mlp():
         nn.Flatten(), nn.Linear(64, 24), nn.ReLU(), nn.Linear(24, 16), nn.ReLU(), nn.Linear(16, 10)
     )
     train_full_batch(model, data, steps=120)
-    compress_(model, CSDConfig(bits=5))
+    compress_(model, CSDConfig(CSDCode(bits=5)))
     net = compile_network(model, data.x_train[:300])
     return data, net
 
@@ -113,7 +113,7 @@ def test_mismatched_layers_are_refused():
 def test_convolutions_are_refused():
     data = load("digits", seed=0)
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 10))
-    compress_(model, CSDConfig(bits=5))
+    compress_(model, CSDConfig(CSDCode(bits=5)))
     net = compile_network(model, data.x_train[:50])
     msg = "Layer '0' is a convolution: Verilog export covers MLPs (fully connected layers, ReLU, Flatten)."
     with pytest.raises(ValueError, match=re.escape(msg)):

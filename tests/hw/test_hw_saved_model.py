@@ -13,7 +13,7 @@ from fewops.cli.main import main
 from fewops.data import load
 from fewops.hw.testbench import pack_hex
 from fewops.io.coded_model import load_coded_model, save_coded_model
-from fewops.methods.baselines import CSDConfig
+from fewops.methods.baselines import CSDCode, CSDConfig
 from fewops.nn.api import compress_
 from fewops.nn.integer_network import compile_network
 from fewops.report.hardware import hardware_figures
@@ -26,7 +26,7 @@ def saved(tmp_path_factory):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
     train_full_batch(model, data, steps=80)
-    compress_(model, CSDConfig(bits=5))
+    compress_(model, CSDConfig(CSDCode(bits=5)))
     net = compile_network(model, data.x_train[:512])
     folder = tmp_path_factory.mktemp("run") / "model"
     save_coded_model(model, folder, method="csd", input_shape=data.input_shape, network=net)
@@ -204,7 +204,7 @@ def test_convolutional_model_exports_its_layers_and_says_why_no_top(tmp_path, ca
     model = nn.Sequential(
         nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(18, 10)
     )
-    compress_(model, CSDConfig(bits=4))
+    compress_(model, CSDConfig(CSDCode(bits=4)))
     net = compile_network(model, data.x_train[:50])
     folder = save_coded_model(
         model, tmp_path / "m", method="csd", input_shape=(1, 8, 8), network=net

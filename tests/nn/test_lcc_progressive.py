@@ -138,7 +138,6 @@ def test_group_below_the_floor_is_measured_from_where_it_starts(monkeypatch):
     its own starting accuracy, not pinned at the highest SQNR: with slack when fine-tuning
     follows, without for the last group."""
     from fewops.methods.lcc import stages as lcc_stages
-
     from fewops.methods.lcc.handler import _positions
     from fewops.train.fit import evaluate
 

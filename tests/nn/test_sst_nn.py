@@ -259,5 +259,7 @@ def test_public_api_exposes_the_config():
 
     assert fewops.SSTConfig is SSTConfig
     assert fewops.SSTCode is SSTCode
-    with pytest.raises(AttributeError, match=re.escape("module 'fewops' has no attribute 'nothing'")):
+    with pytest.raises(
+        AttributeError, match=re.escape("module 'fewops' has no attribute 'nothing'")
+    ):
         fewops.nothing  # noqa: B018

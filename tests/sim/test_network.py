@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from fewops.data import load
-from fewops.methods.baselines import CSDConfig, DenseConfig
+from fewops.methods.baselines import CSDCode, CSDConfig, DenseCode, DenseConfig
 from fewops.nn.api import compress_
 from fewops.nn.integer_network import compile_network
 
@@ -25,7 +25,7 @@ def trained(model, data, steps=150):
     return model
 
 
-@pytest.mark.parametrize("config", [CSDConfig(bits=6), DenseConfig(bits=12)])
+@pytest.mark.parametrize("config", [CSDConfig(CSDCode(bits=6)), DenseConfig(DenseCode(bits=12))])
 def test_integer_predictions_equal_float_reference_on_whole_test_set(digits, config):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
@@ -48,7 +48,7 @@ def test_conv_network_with_pooling_is_exact(digits):
         nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(96, 10)
     )
     trained(model, digits, steps=60)
-    compress_(model, CSDConfig(bits=8))
+    compress_(model, CSDConfig(CSDCode(bits=8)))
     net = compile_network(model, digits.x_train[:200])
     t = net.run(digits.x_test)
     r = net.reference(digits.x_test)
@@ -63,6 +63,6 @@ def test_uncoded_layer_is_named():
 
 def test_unsupported_layer_is_named():
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Sigmoid())
-    compress_(model, CSDConfig(bits=8))
+    compress_(model, CSDConfig(CSDCode(bits=8)))
     with pytest.raises(ValueError, match="Layer '2' \\(Sigmoid\\) cannot be simulated"):
         compile_network(model, np.zeros((2, 1, 8, 8)))

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from fewops.data import load
-from fewops.methods.baselines import CSDConfig
+from fewops.methods.baselines import CSDCode, CSDConfig
 from fewops.methods.lcc.handler import LCCConfig
 from fewops.models import build
 from fewops.nn.api import compress_
@@ -35,8 +35,8 @@ def _coded_resnet(shortcut, config, seed=0):
 @pytest.mark.parametrize(
     ("shortcut", "config"),
     [
-        ("A", CSDConfig(bits=8)),
-        ("B", CSDConfig(bits=6)),
+        ("A", CSDConfig(CSDCode(bits=8))),
+        ("B", CSDConfig(CSDCode(bits=6))),
         ("A", LCCConfig(target_db=30.0, workers=1, share=False)),
     ],
 )
@@ -66,7 +66,7 @@ def test_a_chain_gives_the_same_logits_as_the_sequential_simulator():
         opt.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
-    compress_(model, CSDConfig(bits=6))
+    compress_(model, CSDConfig(CSDCode(bits=6)))
     chain = compile_network(model, digits.x_train[:300])
     traced = compile_traced(model, digits.x_train[:300])
     t = traced.run(digits.x_test)
@@ -77,7 +77,7 @@ def test_a_chain_gives_the_same_logits_as_the_sequential_simulator():
 def test_csd_baseline_folds_batchnorm_so_a_resnet_simulates_as_coded():
     torch.manual_seed(0)
     model = build("resnet20", (1, 12, 12), 10).eval()
-    compress_(model, CSDConfig(bits=8))
+    compress_(model, CSDConfig(CSDCode(bits=8)))
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     net = compile_network(model, _images(8))
     x = _images(6, seed=2)
@@ -85,7 +85,7 @@ def test_csd_baseline_folds_batchnorm_so_a_resnet_simulates_as_coded():
 
 
 def test_compile_network_takes_residual_models_too():
-    model = _coded_resnet("A", CSDConfig(bits=8))
+    model = _coded_resnet("A", CSDConfig(CSDCode(bits=8)))
     net = compile_network(model, _images(8))
     x = _images(6, seed=3)
     assert np.array_equal(net.predict(x), compile_traced(model, _images(8)).predict(x))
@@ -96,7 +96,7 @@ def test_unfolded_norm_uncoded_layer_and_unknown_op_are_named():
     model = build("resnet20", (1, 12, 12), 10).eval()
     with pytest.raises(ValueError, match="'stem.0' \\(Conv2d\\) is not coded"):
         compile_traced(model, _images(2))
-    compress_(model, CSDConfig(bits=8, fold_batchnorm=False))
+    compress_(model, CSDConfig(CSDCode(bits=8), fold_batchnorm=False))
     with pytest.raises(ValueError, match="module 'stem.1' \\(BatchNorm\\).*fold BatchNorm first"):
         compile_traced(model, _images(2))
 
@@ -109,6 +109,6 @@ def test_unfolded_norm_uncoded_layer_and_unknown_op_are_named():
             return torch.sigmoid(self.lin(x.flatten(1)))
 
     gated = Gate()
-    compress_(gated, CSDConfig(bits=8))
+    compress_(gated, CSDConfig(CSDCode(bits=8)))
     with pytest.raises(ValueError, match="does not support operation call_function .*sigmoid"):
         compile_traced(gated, np.random.default_rng(0).random((2, 1, 2, 2)))

@@ -1,0 +1,3 @@
+from fewops.cli.main import main
+
+__all__ = ["main"]

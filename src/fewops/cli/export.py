@@ -12,48 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from fewops.graph.graph import Graph
+from fewops.graph.io import load_graph
 
-GRAPH_KEYS = ("op", "a", "b", "sa", "sb", "const")
 CODES = ("csd", "dense", "lcc")
-
-
-def save_graph(graph: Graph, path) -> Path:
-    """Write ``graph``'s arrays to an ``.npz`` file that ``--graph`` reads."""
-    path = Path(path)
-    if graph.const.dtype == object:
-        raise ValueError("Graphs with constants beyond 64 bits cannot be saved as .npz.")
-    np.savez(path, **{k: getattr(graph, k) for k in GRAPH_KEYS})
-    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
-
-
-def load_graph(path) -> Graph:
-    """Read a graph written by :func:`save_graph` (validated like any new graph)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"No graph file at {path}.")
-    # Open the file here so that it is closed even when numpy fails on a damaged archive.
-    with open(path, "rb") as handle:
-        try:
-            data = np.load(handle, allow_pickle=False)
-            arrays = {k: data[k] for k in GRAPH_KEYS if k in data.files}
-        except (OSError, EOFError, ValueError, AttributeError, zipfile.BadZipFile) as exc:
-            # AttributeError: a single .npy array has no .files.
-            raise ValueError(
-                f"Graph file {path} is corrupt or not an .npz of graph arrays ({exc})."
-            ) from exc
-    missing = [k for k in GRAPH_KEYS if k not in arrays]
-    if missing:
-        raise ValueError(f"Graph file {path} lacks the arrays {missing}; it needs {GRAPH_KEYS}.")
-    try:
-        return Graph.from_arrays(*(arrays[k] for k in GRAPH_KEYS))
-    except (ValueError, TypeError, IndexError) as exc:
-        raise ValueError(f"Graph file {path} holds an invalid graph: {exc}") from exc
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if args.save_matrix is not None:
         np.save(args.save_matrix, res.matrix())
     if args.save_graph is not None:
-        from fewops.cli.export import save_graph
+        from fewops.graph.io import save_graph
 
         print(f"graph written to {save_graph(res.graph, args.save_graph)}")
     return 0

@@ -8,32 +8,66 @@ from fewops.codes import csd, dense
 from fewops.nn.api import LayerSelection, register, set_submodule
 from fewops.nn.coded import coded_like, layer_matrix
 from fewops.nn.fold import fold_batchnorm_
+from fewops.train.recipe import check_count, check_positive
+
+
+@dataclass(frozen=True)
+class DenseCode:
+    """Dense fixed point: one ``bits``-bit multiplier per weight."""
+
+    bits: int = 16
+    """fixed-point weight width in bits"""
+
+    def __post_init__(self) -> None:
+        check_count("DenseCode", "bits", self.bits, 2)
 
 
 @dataclass(frozen=True)
 class DenseConfig:
-    """Dense MAC: ``bits``-bit fixed-point weights, one multiplier per weight. With
-    ``fold_batchnorm`` a BatchNorm that alone reads a coded layer is folded into it first
-    (:mod:`fewops.nn.fold`), as the hardware would, so no per-channel multiplier is left out."""
+    """Dense MAC baseline. With ``fold_batchnorm`` a BatchNorm that alone reads a coded layer is
+    folded into it first (:mod:`fewops.nn.fold`), as the hardware would, so no per-channel
+    multiplier is left out."""
 
-    bits: int = 16
+    code: DenseCode = field(default_factory=DenseCode)
+    """the weight code"""
     fold_batchnorm: bool = True
+    """fold a BatchNorm that alone reads a coded layer into it before coding"""
     layers: LayerSelection = field(default_factory=LayerSelection)
+    """layers to skip, and per-layer changes of the code"""
+
+
+@dataclass(frozen=True)
+class CSDCode:
+    """Dense fixed point in canonical signed digits: ``bits`` bits, or the smallest width reaching
+    ``target_db`` SQNR (exactly one of the two)."""
+
+    bits: int | None = 8
+    """fixed-point weight width in bits (none: chosen by target-db)"""
+    target_db: float | None = None
+    """code each layer at the smallest width reaching this SQNR in dB (needs bits none)"""
+
+    def __post_init__(self) -> None:
+        if (self.bits is None) == (self.target_db is None):
+            raise ValueError(
+                f"CSDCode needs exactly one of bits and target_db; got bits={self.bits!r}, "
+                f"target_db={self.target_db!r}."
+            )
+        if self.bits is not None:
+            check_count("CSDCode", "bits", self.bits, 2)
+        else:
+            check_positive("CSDCode", "target_db", self.target_db)
 
 
 @dataclass(frozen=True)
 class CSDConfig:
-    """Dense fixed point in CSD at ``bits`` bits, or the smallest width reaching ``target_db``
-    (BatchNorm folded first, as in :class:`DenseConfig`)."""
+    """Dense fixed point in CSD (BatchNorm folded first, as in :class:`DenseConfig`)."""
 
-    bits: int | None = 8
-    target_db: float | None = None
+    code: CSDCode = field(default_factory=CSDCode)
+    """the weight code"""
     fold_batchnorm: bool = True
+    """fold a BatchNorm that alone reads a coded layer into it before coding"""
     layers: LayerSelection = field(default_factory=LayerSelection)
-
-    def __post_init__(self) -> None:
-        if (self.bits is None) == (self.target_db is None):
-            raise ValueError("CSDConfig needs exactly one of bits and target_db.")
+    """layers to skip, and per-layer changes of the code"""
 
 
 def _fold(model, config, targets) -> None:
@@ -45,7 +79,7 @@ def _fold(model, config, targets) -> None:
 def _dense(model, config, targets, **_):
     _fold(model, config, targets)
     for name, module, cfg in targets:
-        coded = dense.encode(layer_matrix(module).numpy(), cfg.bits)
+        coded = dense.encode(layer_matrix(module).numpy(), cfg.code.bits)
         set_submodule(model, name, coded_like(module, coded))
 
 
@@ -54,26 +88,11 @@ def _csd(model, config, targets, **_):
     _fold(model, config, targets)
     for name, module, cfg in targets:
         w = layer_matrix(module).numpy()
-        bits = cfg.bits if cfg.bits is not None else csd.bits_for_sqnr(w, cfg.target_db)
+        code = cfg.code
+        bits = code.bits if code.bits is not None else csd.bits_for_sqnr(w, code.target_db)
         set_submodule(model, name, coded_like(module, csd.encode(w, bits)))
 
 
-def add_cli_args(parser) -> None:
-    parser.add_argument(
-        "--bits", type=int, default=None, help="fixed-point weight width (dense, csd)"
-    )
-    parser.add_argument(
-        "--target-db", type=float, default=None, help="csd: smallest width reaching this SQNR"
-    )
-
-
-def config_from_args(args, method: str = "csd"):
-    if method == "dense":
-        return DenseConfig(bits=args.bits or 16)
-    if args.target_db is not None:
-        return CSDConfig(bits=None, target_db=args.target_db)
-    return CSDConfig(bits=args.bits or 8)
-
-
-def demo_config(method: str = "csd"):
-    return DenseConfig(bits=16) if method == "dense" else CSDConfig(bits=8)
+# Named configurations: "default" is what `fewops compress` uses, "demo" what `fewops demo` does.
+DENSE_PRESETS = {"default": DenseConfig(), "demo": DenseConfig()}
+CSD_PRESETS = {"default": CSDConfig(), "demo": CSDConfig()}

@@ -1,47 +1,70 @@
-"""The methods a report can show, by name, each from the module that implements it.
+"""The one method registry: each method's name, config type and named presets.
 
-A method module provides ``add_cli_args(parser)``, ``config_from_args(args)`` and
-``demo_config()``. Modules are imported lazily so that a method whose issue has not landed yet
-simply does not appear.
+``compress_`` dispatches on the config's type (:data:`fewops.nn.api.HANDLERS`); this table is
+what the CLI, the demo and the reports use to go from a name to a config. Dense and CSD are
+ordinary entries. Every method has a ``default`` preset (what ``fewops compress`` runs with no
+method options) and a ``demo`` preset (what ``fewops demo`` runs on its small MLP).
 """
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
-METHOD_MODULES = {
-    "dense": "fewops.methods.baselines",
-    "csd": "fewops.methods.baselines",
-    "sst": "fewops.methods.sst",
-    "lcc": "fewops.methods.lcc.handler",
-    "wacr": "fewops.methods.wacr.poly",
+from fewops.methods.baselines import CSD_PRESETS, DENSE_PRESETS, CSDConfig, DenseConfig
+from fewops.methods.lcc import LCC_PRESETS, LCCConfig
+from fewops.methods.sst import SST_PRESETS, SSTConfig
+from fewops.methods.wacr import WACR_PRESETS, PolyConfig
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method by name: its config type, its presets and a one-line summary."""
+
+    name: str
+    config_type: type
+    presets: Mapping[str, Any]
+    summary: str
+    baseline: bool = False
+
+    def config(self, preset: str = "default") -> Any:
+        """The preset's config; an unknown preset is a ValueError naming the known ones."""
+        if preset not in self.presets:
+            raise ValueError(
+                f"Method {self.name!r} has no preset {preset!r}; its presets: "
+                f"{', '.join(self.presets)}."
+            )
+        return self.presets[preset]
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("dense", DenseConfig, DENSE_PRESETS, "dense fixed-point MAC", baseline=True),
+        Method("csd", CSDConfig, CSD_PRESETS, "dense fixed point in CSD", baseline=True),
+        Method("sst", SSTConfig, SST_PRESETS, "structured sparse ternary (n, k)"),
+        Method("lcc", LCCConfig, LCC_PRESETS, "linear computation coding"),
+        Method("wacr", PolyConfig, WACR_PRESETS, "polynomial weights, computation reuse"),
+    )
 }
 
 
-def method_module(name: str) -> ModuleType:
-    if name not in METHOD_MODULES:
-        raise ValueError(f"Unknown method {name!r}; known methods: {', '.join(METHOD_MODULES)}.")
-    try:
-        return importlib.import_module(METHOD_MODULES[name])
-    except ModuleNotFoundError as exc:
-        raise ValueError(f"Method {name!r} is not available in this build ({exc}).") from exc
+def method(name: str) -> Method:
+    """The method called ``name``; a ValueError naming the known methods otherwise."""
+    if name not in METHODS:
+        raise ValueError(f"Unknown method {name!r}; known methods: {', '.join(METHODS)}.")
+    return METHODS[name]
 
 
-def available_methods() -> list[str]:
-    names = []
-    for name in METHOD_MODULES:
-        try:
-            module = method_module(name)
-        except ValueError:
-            continue
-        if hasattr(module, "demo_config"):
-            names.append(name)
-    return names
+def method_of(config: Any) -> Method:
+    """The method whose config type ``config`` is."""
+    for entry in METHODS.values():
+        if type(config) is entry.config_type:
+            return entry
+    raise TypeError(f"{type(config).__name__} is not the config of any method.")
 
 
-def demo_config(name: str):
-    module = method_module(name)
-    if name in ("dense", "csd"):
-        return module.demo_config(name)
-    return module.demo_config()
+def demo_config(name: str) -> Any:
+    """The config ``fewops demo`` runs for method ``name``."""
+    return method(name).config("demo")

@@ -428,3 +428,7 @@ def config_from_args(args: argparse.Namespace) -> SSTConfig:
         seed=getattr(args, "seed", 0) or 0,
         progress=bool(getattr(args, "progress", False)),
     )
+
+
+# Named configurations: "default" is what `fewops compress` uses, "demo" what `fewops demo` does.
+SST_PRESETS = {"default": SSTConfig(), "demo": demo_config()}

@@ -6,8 +6,8 @@ import copy
 import time
 from pathlib import Path
 
-from fewops.methods.baselines import CSDConfig, DenseConfig
-from fewops.methods.registry import available_methods, demo_config
+from fewops.methods.baselines import CSDCode, CSDConfig, DenseCode, DenseConfig
+from fewops.methods.registry import METHODS, demo_config
 from fewops.nn.api import compress_
 from fewops.report.pipeline import float_accuracy, run_method
 from fewops.report.write import build_report, markdown_table, write_report
@@ -20,7 +20,7 @@ def csd_bits_for_accuracy(model, dataset, tolerance: float = 0.005, max_bits: in
     """Smallest CSD width whose coded model stays within ``tolerance`` of the float accuracy."""
     reference = float_accuracy(model, dataset.x_test, dataset.y_test)
     for bits in range(2, max_bits + 1):
-        trial = compress_(copy.deepcopy(model), CSDConfig(bits=bits))
+        trial = compress_(copy.deepcopy(model), CSDConfig(CSDCode(bits=bits))).model
         if float_accuracy(trial, dataset.x_test, dataset.y_test) >= reference - tolerance:
             return bits
     return max_bits
@@ -34,11 +34,16 @@ def baselines(
     ``models``, when given, receives the coded models by method name (for saving).
     """
     dense_entry, dense_model = run_method(
-        "dense", model, dataset, DenseConfig(bits=16), act_bits=act_bits, simulate=simulate
+        "dense",
+        model,
+        dataset,
+        DenseConfig(DenseCode(bits=16)),
+        act_bits=act_bits,
+        simulate=simulate,
     )
     bits = csd_bits_for_accuracy(model, dataset)
     csd_entry, csd_model = run_method(
-        "csd", model, dataset, CSDConfig(bits=bits), act_bits=act_bits, simulate=simulate
+        "csd", model, dataset, CSDConfig(CSDCode(bits=bits)), act_bits=act_bits, simulate=simulate
     )
     csd_entry["config"]["chosen_by"] = "smallest width within 0.5 points of float accuracy"
     if models is not None:
@@ -66,8 +71,8 @@ def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, methods=Non
     act_bits = 8
     models: dict = {}
     entries = baselines(model, dataset, act_bits=act_bits, models=models)
-    for name in methods or available_methods():
-        if name in ("dense", "csd"):
+    for name in methods or list(METHODS):
+        if METHODS[name].baseline:
             continue
         if progress:
             print(f"coding with {name} ...", flush=True)
@@ -92,46 +97,57 @@ def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, methods=Non
     return report
 
 
-def run_compress(args, method_config, out_dir: Path) -> dict:
+def run_compress(
+    method: str,
+    method_config,
+    out_dir: Path,
+    *,
+    model_name: str = "mlp",
+    data: str = "digits",
+    data_root: str | None = None,
+    float_epochs: int = 10,
+    float_lr: float = 1e-3,
+    hidden: tuple[int, ...] | None = None,
+    seed: int = 0,
+    act_bits: int = 8,
+    simulate: bool = True,
+    progress: bool = True,
+) -> dict:
     """Train or load the float model, code it with one method beside the baselines, report."""
     from fewops.data import load
     from fewops.train.fit import train_or_load
 
     start = time.perf_counter()
-    dataset = load(args.data, root=args.data_root, seed=args.seed)
-    hidden = tuple(args.hidden) if args.hidden else None
+    dataset = load(data, root=data_root, seed=seed)
     model, info = train_or_load(
-        args.model,
-        args.data,
-        epochs=args.epochs,
-        seed=args.seed,
+        model_name,
+        data,
+        epochs=float_epochs,
+        seed=seed,
         dataset=dataset,
-        hidden=hidden if args.model == "mlp" else None,
-        lr=args.lr,
-        progress=not args.quiet,
+        hidden=tuple(hidden) if hidden and model_name == "mlp" else None,
+        lr=float_lr,
+        progress=progress,
     )
-    simulate = not args.no_simulate
     models: dict = {}
-    entries = baselines(model, dataset, act_bits=args.act_bits, simulate=simulate, models=models)
-    if args.method not in ("dense", "csd"):
-        entry, models[args.method] = run_method(
-            args.method, model, dataset, method_config, act_bits=args.act_bits, simulate=simulate
+    entries = baselines(model, dataset, act_bits=act_bits, simulate=simulate, models=models)
+    if not METHODS[method].baseline:
+        entry, models[method] = run_method(
+            method, model, dataset, method_config, act_bits=act_bits, simulate=simulate
         )
         entries.append(entry)
     from fewops.io.coded_model import save_compressed
     from fewops.report.hardware import add_hardware_figures
 
     add_hardware_figures(entries, models)
-    save_compressed(
-        Path(out_dir) / "model", models[args.method], args.method, dataset, args.act_bits, simulate
-    )
+    save_compressed(Path(out_dir) / "model", models[method], method, dataset, act_bits, simulate)
     report = build_report(
-        args.data,
-        args.model,
+        data,
+        model_name,
         entries,
         float_model={
             "accuracy": float_accuracy(model, dataset.x_test, dataset.y_test),
-            "epochs": args.epochs,
+            "epochs": float_epochs,
             "cached": info["cached"],
             "path": str(info["path"]),
         },

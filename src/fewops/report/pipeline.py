@@ -83,7 +83,7 @@ def run_method(
     """Code a copy of ``float_model`` with ``config``; returns (report entry, coded model)."""
     start = time.perf_counter()
     model = copy.deepcopy(float_model)
-    compress_(model, config, data=dataset, **compress_kwargs)
+    result = compress_(model, config, data=dataset, **compress_kwargs)
     coded_seconds = time.perf_counter() - start
     entry = {
         "method": method,
@@ -102,8 +102,9 @@ def run_method(
     else:
         entry["accuracy"]["simulated"] = None
     entry.update(network_cost(model, dataset.input_shape).to_dict())
-    stages = getattr(model, "fewops_stages", None)
-    if stages is not None:
-        entry["stages"] = stages
+    if result.report:
+        entry["stages"] = result.report
+    if result.history:
+        entry["history"] = result.history
     entry["seconds"] = round(coded_seconds, 3)
     return entry, model

@@ -40,9 +40,8 @@ from fewops.train.distributed import (
     setup_from_env,
     sum_across,
 )
+from fewops.train.recipe import LR_SCHEDULES, OPTIMIZERS
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-LR_SCHEDULES = (None, "cosine")
 CHECKPOINT_FORMAT = "fewops-train-checkpoint-1"
 HISTORY_KEYS = ("epoch", "loss", "train_accuracy", "test_accuracy", "lr", "seconds")
 

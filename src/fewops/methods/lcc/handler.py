@@ -341,3 +341,7 @@ def _lcc(model, config, targets, data=None, validation=None, input_shape=None, *
     run_lcc_pipeline(
         model, config, targets, data=data, validation=validation, input_shape=input_shape
     )
+
+
+# Named configurations: "default" is what `fewops compress` uses, "demo" what `fewops demo` does.
+LCC_PRESETS = {"default": LCCConfig(), "demo": demo_config()}

@@ -38,7 +38,8 @@ from fewops.methods.wacr import tensor as npt
 from fewops.nn.api import LayerSelection, register, set_submodule, target_layers
 from fewops.nn.coded import coded_like
 from fewops.train.averaging import check_decay
-from fewops.train.fit import LR_SCHEDULES, fit
+from fewops.train.fit import fit
+from fewops.train.recipe import LR_SCHEDULES
 
 MODES = ("project", "reparam")
 INITS = ("float", "scratch")
@@ -752,3 +753,7 @@ def config_from_args(args: argparse.Namespace) -> PolyConfig:
         ema=getattr(args, "retrain_ema", None),
         layers=LayerSelection(overrides=overrides),
     )
+
+
+# Named configurations: "default" is what `fewops compress` uses, "demo" what `fewops demo` does.
+WACR_PRESETS = {"default": PolyConfig(), "demo": demo_config()}
