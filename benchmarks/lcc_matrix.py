@@ -68,7 +68,7 @@ def da4ml_adds(w_int: np.ndarray, limit_s: float) -> str:
     Runs in a subprocess so that a slow solve can be stopped after ``limit_s`` seconds.
     """
     try:
-        import da4ml  # noqa: F401
+        import da4ml  # noqa: F401  (optional: only checks that the solver is installed)
     except ImportError:
         return "not installed"
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,8 +9,13 @@ For the trained models: 10% of the training split is held out as the search set 
 on); accuracies are on the data set's test split. The dense CSD baseline uses the smallest width
 whose coded network keeps test accuracy within 0.5 points of float (the issue's definition).
 Adds are per inference (conv layers: per-position adds x output positions), without biases.
-The pipeline options are those of `fewops compress --method lcc` (--tolerance and
---code-finetune-slack in points; commands recorded before 2026-12-07 gave them as fractions).
+The pipeline options are those of `fewops compress --method lcc`, generated from LCCConfig and
+starting from its "mlp" preset (lambda 0.35, 10 group-lasso epochs, 20 fine-tuning epochs).
+--tolerance and --code-finetune-slack are accuracy fractions (0.005 = 0.5 points), as in
+LCCConfig; some recorded commands give them in points. The float model's options are
+--float-epochs, --float-lr (default: the pipeline's --lr) and --schedule; --seed seeds both.
+Older recorded commands named them --epochs, --lr, --prune-epochs and --prune-lr, and the
+held-out search set size --search-samples (now --holdout-samples).
 """
 
 from __future__ import annotations
@@ -20,21 +25,26 @@ import copy
 import json
 import os
 import platform
+import resource
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from fewops.cli.options import add_config_options, config_from_options
 from fewops.codes import csd
 from fewops.data import load
 from fewops.methods.baselines import CSDCode, CSDConfig
-from fewops.methods.lcc.handler import LCCConfig, _positions, add_cli_args, config_from_args
+from fewops.methods.lcc import LCC_PRESETS, LCCConfig
 from fewops.models import build
 from fewops.nn.api import compress_
 from fewops.nn.coded import layer_matrix
 from fewops.nn.fold import fold_batchnorm_
+from fewops.nn.geometry import output_positions
+from fewops.nn.integer_network import compile_network
 from fewops.train.fit import evaluate, fit
 
 
@@ -65,7 +75,7 @@ def csd_baseline(model, data, tolerance=0.005, max_bits=12):
     model = copy.deepcopy(model).eval()
     fold_batchnorm_(model)
     names = _weight_names(model)
-    pos = _positions(model, names, torch.as_tensor(data.x_test[:1]))
+    pos = output_positions(model, torch.as_tensor(data.x_test[:1]), names)
     float_acc = evaluate(model, data.x_test, data.y_test)
     rows = []
     for bits in range(2, max_bits + 1):
@@ -82,14 +92,14 @@ def csd_baseline(model, data, tolerance=0.005, max_bits=12):
     return rows[-1], rows
 
 
-def run_trained(args, model_name, model_opts):
+def run_trained(args, cfg: LCCConfig, model_name, model_opts):
     torch.manual_seed(args.seed)
     data = load(args.data, seed=args.seed)
-    train, val = _split(data, args.seed, args.train_samples, args.search_samples)
+    train, val = _split(data, args.seed, args.train_samples, args.holdout_samples)
     model = build(model_name, data.input_shape, data.num_classes, **model_opts)
     t0 = time.perf_counter()
     cache = Path(args.cache) / (
-        f"{model_name}-{args.data}-e{args.epochs}-n{args.train_samples}-s{args.seed}"
+        f"{model_name}-{args.data}-e{args.float_epochs}-n{args.train_samples}-s{args.seed}"
         f"{'' if args.schedule == 'constant' else '-' + args.schedule}.pt"
     )
     cached = cache.exists()
@@ -100,8 +110,8 @@ def run_trained(args, model_name, model_opts):
         fit(
             model,
             train,
-            epochs=args.epochs,
-            lr=args.lr,
+            epochs=args.float_epochs,
+            lr=args.float_lr,
             seed=args.seed,
             lr_schedule=schedule,
             progress=False,
@@ -112,18 +122,23 @@ def run_trained(args, model_name, model_opts):
     model.eval()
     float_test = evaluate(model, data.x_test, data.y_test)
     print(f"float test accuracy {float_test:.4f} ({train_s:.0f} s training)", flush=True)
-    control = float_control(args, model, train, data, cache) if args.float_control else None
+    control = float_control(args, cfg, model, train, data, cache) if args.float_control else None
     if args.control_only:
         return {"float_test_accuracy": float_test, "float_control": control}
     csd_best, csd_rows = csd_baseline(model, data)
     print(f"CSD baseline {csd_best}", flush=True)
     coded = copy.deepcopy(model)
-    cfg = config_from_args(args)
     t0 = time.perf_counter()
     load_start = os.getloadavg()
-    compress_(coded, cfg, data=train, validation=val)
+    stages = compress_(
+        coded,
+        replace(cfg, validation=val),
+        data=train,
+        workers=args.workers,
+        prune_cache=args.prune_cache,
+        train_threads=args.threads,
+    ).report
     lcc_s = time.perf_counter() - t0
-    stages = coded.fewops_stages
     lcc_test = evaluate(coded, data.x_test, data.y_test)
     simulated = simulate_coded(coded, train, data, args.simulate) if args.simulate else None
     adds = stages["lcc"]["adds"]
@@ -166,8 +181,6 @@ def simulate_coded(coded, train, data, count: int) -> dict:
     """Run the first ``count`` test images through the integer simulator (8-bit activations,
     calibrated on 256 training images): its accuracy, whether its logits equal the float64
     reference bit for bit, and how often it predicts what the torch model predicts."""
-    from fewops.nn.integer_network import compile_network
-
     t0 = time.perf_counter()
     net = compile_network(coded, train.x_train[:256], act_bits=8)
     x, y = data.x_test[:count], data.y_test[:count]
@@ -199,21 +212,22 @@ def simulate_coded(coded, train, data, count: int) -> dict:
     return result
 
 
-def pipeline_epochs(args, layers: int) -> int:
+def pipeline_epochs(cfg: LCCConfig, layers: int) -> int:
     """Epochs of training the pipeline gives the model after float training (once per coded
     group, the last included: it fine-tunes the biases and normalisations)."""
-    groups = layers if args.code_groups is None else min(args.code_groups, layers)
-    coding = args.code_finetune_epochs * groups
-    pruning = args.prune_epochs + args.finetune_epochs if args.prune_lambda > 0 else 0
+    prog = cfg.progressive
+    groups = layers if prog.code_groups is None else min(prog.code_groups, layers)
+    coding = prog.code_finetune_epochs * groups
+    pruning = cfg.train.epochs + cfg.prune.finetune_epochs if cfg.prune.prune_lambda > 0 else 0
     return pruning + coding
 
 
-def float_control(args, model, train, data, cache: Path) -> dict:
+def float_control(args, cfg: LCCConfig, model, train, data, cache: Path) -> dict:
     """The float model trained on for as many epochs as the pipeline trains the coded one
     (cosine from the pipeline's rate), so that extra training is not mistaken for coding
     gain: the coded model is judged against the better of the two float accuracies."""
-    epochs = pipeline_epochs(args, len(_weight_names(model)))
-    path = cache.with_name(cache.stem + f"-control{epochs}-lr{args.prune_lr:g}.pt")
+    epochs = pipeline_epochs(cfg, len(_weight_names(model)))
+    path = cache.with_name(cache.stem + f"-control{epochs}-lr{cfg.train.lr:g}.pt")
     control = copy.deepcopy(model)
     t0 = time.perf_counter()
     cached = path.exists()
@@ -224,7 +238,7 @@ def float_control(args, model, train, data, cache: Path) -> dict:
             control,
             train,
             epochs=epochs,
-            lr=args.prune_lr,
+            lr=cfg.train.lr,
             seed=args.seed + 7,
             lr_schedule="cosine",
             progress=False,
@@ -240,31 +254,26 @@ def float_control(args, model, train, data, cache: Path) -> dict:
 
 
 def _cpu_seconds() -> float:
-    import resource
-
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def run_resnet34(args):
+def run_resnet34(args, cfg: LCCConfig):
     torch.manual_seed(args.seed)
     model = build("resnet34", (3, 224, 224), 1000).eval()
-    cfg = LCCConfig(
-        algorithm=args.algorithm, target_db=args.target_db, share=False, workers=args.workers
-    )
+    cfg = LCCConfig(code=cfg.code, share=False)  # random weights: nothing to prune or search
     load_start = os.getloadavg()
     cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
-    compress_(model, cfg, input_shape=(3, 224, 224))
+    stages = compress_(model, cfg, input_shape=(3, 224, 224), workers=args.workers).report
     seconds = time.perf_counter() - t0
     cpu = _cpu_seconds() - cpu0
     load_end = os.getloadavg()
-    stages = model.fewops_stages
     layers = stages["lcc"]["layers"]
     result = {
         "model": "resnet34 (3x224x224, 1000 classes, random He-initialised weights)",
-        "target_db": args.target_db,
+        "target_db": cfg.code.target_db,
         "layers": len(layers),
         "min_layer_sqnr_db": min(v["sqnr_db"] for v in layers.values()),
         "adds_per_inference": stages["lcc"]["adds"],
@@ -291,28 +300,32 @@ def run_resnet34(args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("bench", choices=("mlp", "resnet20", "resnet34"))
     p.add_argument("--data", default="mnist")
     p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--float-epochs", type=int, default=10, help="float model training epochs")
+    p.add_argument(
+        "--float-lr", type=float, default=None, help="float model learning rate (default: --lr)"
+    )
     p.add_argument(
         "--schedule", choices=("cosine", "constant"), default="cosine", help="float training"
     )
     p.add_argument("--train-samples", type=int, default=None)
     p.add_argument(
-        "--search-samples",
+        "--holdout-samples",
         type=int,
         default=None,
         help="held-out search set size (default: all 10%%, or max(1000, train/10) with --train-samples)",
     )
-    add_cli_args(p)  # the pipeline's own options, as `fewops compress --method lcc` has them
-    # The documented MLP preset; --tolerance and --code-finetune-slack are in points.
-    p.set_defaults(prune_lambda=0.35, prune_epochs=10, finetune_epochs=20, workers=2, prune_lr=None)
+    pipeline = p.add_argument_group("pipeline options (LCCConfig, from its 'mlp' preset)")
+    add_config_options(pipeline, LCC_PRESETS["mlp"])
+    p.add_argument("--workers", type=int, default=2, help="processes coding layers")
+    p.add_argument(
+        "--prune-cache", default=None, help="pruned-model cache (default: <--cache>/pruned)"
+    )
     p.add_argument("--cache", default="/tmp/lccb/models")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 is best under load)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--float-control",
         action="store_true",
@@ -329,25 +342,26 @@ def main(argv=None):
         help="run the first N test images of the coded model through the integer simulator",
     )
     args = p.parse_args(argv)
+    cfg = config_from_options(LCC_PRESETS["mlp"], args)
+    args.seed = cfg.train.seed  # one seed for the data split, the float model and the pipeline
     if args.prune_cache is None:
         args.prune_cache = str(Path(args.cache) / "pruned")
-    if args.train_threads is None:
-        args.train_threads = args.threads
-    if args.prune_lr is None:  # one learning rate for float training and the pipeline
-        args.prune_lr = args.lr
-    if args.bench == "resnet34" and args.target_db is None:
-        args.target_db = 40.0  # every layer at one SQNR (no accuracy to search on)
-    elif args.bench != "resnet34" and args.target_db is not None:
+    if args.float_lr is None:  # one learning rate for float training and the pipeline
+        args.float_lr = cfg.train.lr
+    if args.bench == "resnet34" and cfg.code.target_db is None:
+        # every layer at one SQNR (no accuracy to search on)
+        cfg = replace(cfg, code=replace(cfg.code, target_db=40.0))
+    elif args.bench != "resnet34" and cfg.code.target_db is not None:
         p.error("--target-db is for resnet34; trained models search the SQNR per layer")
     load_at_start = os.getloadavg()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.bench == "mlp":
-        result = run_trained(args, "mlp", {"hidden": [512, 256]})
+        result = run_trained(args, cfg, "mlp", {"hidden": [512, 256]})
     elif args.bench == "resnet20":
-        result = run_trained(args, "resnet20", {})
+        result = run_trained(args, cfg, "resnet20", {})
     else:
-        result = run_resnet34(args)
+        result = run_resnet34(args, cfg)
     result["command"] = "python " + " ".join(sys.argv)
     result["machine"] = {
         "uname": " ".join(platform.uname()),

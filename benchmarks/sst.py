@@ -30,35 +30,18 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fewops.codes.sst import SSTCode
 from fewops.data import default_root, load
 from fewops.methods.sst import SSTConfig
 from fewops.nn.api import coded_layers, compress_
-from fewops.train.fit import evaluate, train_or_load
+from fewops.nn.geometry import output_positions
+from fewops.train.cache import train_or_load
+from fewops.train.fit import evaluate
 
 FLOAT_EPOCHS = {"mlp": 10, "lenet5": 10}
 LAYERS = {"mlp": 3, "lenet5": 5}  # coded layers, for results cached before "layers" was stored
-
-
-def output_positions(model: torch.nn.Module, input_shape) -> dict[str, int]:
-    """Output positions (H*W) of every Conv2d, 1 for Linear, found with forward hooks."""
-    positions: dict[str, int] = {}
-    hooks = []
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
-
-            def hook(mod, inp, out, name=name):
-                positions[name] = int(np.prod(out.shape[2:])) if out.dim() == 4 else 1
-
-            hooks.append(module.register_forward_hook(hook))
-    with torch.no_grad():
-        model.eval()(torch.zeros((1, *input_shape)))
-    for h in hooks:
-        h.remove()
-    return positions
 
 
 def network_costs(model, positions: dict[str, int]) -> dict:

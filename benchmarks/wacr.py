@@ -12,12 +12,22 @@ Parts (all by default):
 
 Usage:
   python benchmarks/wacr.py [--parts cnn,sweep,lenet,fashion] [--threads 2] [--out DIR]
+      [--wacr-preset NAME] [WACR options]
 Writes DIR/wacr.json and DIR/wacr_sweep.png and prints a Markdown summary with wall times.
 
+The WACR options (--epochs, --lr, --mode, --init, --qat-epochs, ...) are those of
+``fewops compress --method wacr``, generated from PolyConfig (fewops.cli.options), on top of the
+named preset ``--wacr-preset`` (default "default": no retraining); each CNN or LeNet preset of
+this file then sets the per-layer families. ``--float-seed`` seeds the float models, ``--seed``
+the retraining.
+
 The issue's headline point (>= 1211x, <= 0.9 points lost; benchmarks/results/wacr.md, eighth pass):
+  python benchmarks/wacr.py --parts cnn --presets tensor-blocks-q --float-epochs 12 \
+      --wacr-preset mnist-cnn-tensor-blocks-q --qat-lr 2e-3 --threads 1 --out DIR
+which is, spelt out:
   python benchmarks/wacr.py --parts cnn --presets tensor-blocks-q --float-epochs 12 --epochs 80 \
-      --init scratch --retrain-dropout 0 --retrain-batch 64 --lr 2e-2 --qat-epochs 5 \
-      --qat-lr 2e-3 --augment-shift 1 --threads 1 --out DIR
+      --mode reparam --init scratch --dropout 0 --batch-size 64 --lr 2e-2 --lr-schedule cosine \
+      --qat-epochs 5 --qat-lr 2e-3 --augment-shift 1 --threads 1 --out DIR
 """
 
 from __future__ import annotations
@@ -34,9 +44,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fewops.cli.options import add_config_options, config_from_options
 from fewops.cost import count_graph
 from fewops.data import load, random_crop_flip
-from fewops.methods.wacr.poly import PolyConfig, retrain_
+from fewops.methods.wacr import WACR_PRESETS, PolyConfig
+from fewops.methods.wacr.retrain import retrain_
 from fewops.models import build
 from fewops.nn.api import LayerSelection, compress_
 from fewops.nn.coded import CodedConv2d, CodedLinear
@@ -202,47 +214,23 @@ LENET_PRESETS = {
 }
 
 
-def config_for(
-    preset: dict,
-    epochs: int,
-    mode: str,
-    lr: float,
-    coef_bits: int,
-    batch_size: int = 128,
-    init: str = "float",
-    precondition: bool = True,
-    qat_epochs: int = 0,
-    qat_lr: float | None = None,
-    restarts: int = 1,
-    augment_shift: int = 0,
-    lr_schedule: str | None = "cosine",
-    dropout: float | None = None,
-    ema: float | None = None,
-) -> PolyConfig:
-    """A preset maps layer names to (axis, interval, degree) or to a dict of PolyConfig fields."""
+def config_for(preset: dict, base: PolyConfig) -> PolyConfig:
+    """``base`` with a preset's per-layer families: a preset maps layer names to
+    (axis, interval, degree) or to a dict of PolyCode fields."""
     overrides = {
         name: dict(spec)
         if isinstance(spec, dict)
         else dict(zip(("axis", "interval", "degree"), spec, strict=True))
         for name, spec in preset.items()
     }
-    return PolyConfig(
-        epochs=epochs,
-        mode=mode,
-        lr=lr,
-        coef_bits=coef_bits,
-        batch_size=batch_size,
-        init=init,
-        precondition=precondition,
-        qat_epochs=qat_epochs,
-        qat_lr=qat_lr,
-        restarts=restarts,
-        augment_shift=augment_shift,
-        lr_schedule=lr_schedule,
-        dropout=dropout,
-        ema=ema,
-        layers=LayerSelection(overrides=overrides),
+    return dataclasses.replace(
+        base, layers=LayerSelection(skip=base.layers.skip, overrides=overrides)
     )
+
+
+def with_epochs(config: PolyConfig, epochs: int) -> PolyConfig:
+    """``config`` retraining for ``epochs`` epochs."""
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
 
 
 def count_params(model: torch.nn.Module) -> dict:
@@ -311,28 +299,13 @@ def layer_summary(model: torch.nn.Module) -> list[dict]:
     return out
 
 
-def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseline_params, args):
+def run_preset(float_model, data, preset, *, config, baseline_params, args):
+    """Retrain a copy of ``float_model`` with ``config`` and the preset's families, code it and
+    score it."""
     model = copy.deepcopy(float_model)
     started = time.perf_counter()
-    init = getattr(args, "init", "float")
-    precondition = not getattr(args, "no_precondition", False)
-    config = config_for(
-        preset,
-        epochs,
-        mode,
-        lr,
-        coef_bits,
-        batch_size=args.retrain_batch,
-        init=init,
-        precondition=precondition,
-        qat_epochs=getattr(args, "qat_epochs", 0),
-        qat_lr=getattr(args, "qat_lr", None),
-        restarts=getattr(args, "restarts", 1),
-        augment_shift=getattr(args, "augment_shift", 0),
-        lr_schedule=args.lr_schedule,
-        dropout=getattr(args, "retrain_dropout", None),  # the model's own rate comes back after
-        ema=getattr(args, "ema", None),
-    )
+    config = config_for(preset, config)
+    epochs = config.train.epochs
     history = {}
     distill = getattr(args, "distill", None)
     kd = {}
@@ -344,7 +317,7 @@ def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseli
     family_accuracy = evaluate(model, data.x_test, data.y_test)
     if "qat" in history:  # the model is on the grid now: the family's accuracy came before QAT
         family_accuracy = history["test_accuracy"][-1]
-    compress_(model, dataclasses.replace(config, epochs=0, init="float"), data=data)
+    compress_(model, dataclasses.replace(with_epochs(config, 0), init="float"), data=data)
     seconds = time.perf_counter() - started
     params = count_params(model)
     convs = conv_costs(model)
@@ -368,9 +341,9 @@ def run_preset(float_model, data, preset, *, epochs, mode, lr, coef_bits, baseli
         "layers": layer_summary(model),
         "retrain_seconds": round(seconds, 1),
         "epochs": epochs,
-        "mode": mode,
-        "init": init,
-        "precondition": precondition,
+        "mode": config.mode,
+        "init": config.init,
+        "precondition": config.precondition,
         "distill": list(distill) if distill is not None else None,
     }
 
@@ -399,20 +372,12 @@ def train_float(name, data, epochs, seed, lr, path=None, wait=False, shift=0):
     return model.eval(), {"accuracy": accuracy, "params": params, "seconds": round(seconds, 1)}
 
 
-def run_presets(model, data, presets: dict, base: dict, args) -> dict:
+def run_presets(model, data, presets: dict, base: dict, config: PolyConfig, args) -> dict:
     """Retrain and code ``model`` with each preset, printing each result against ``base``."""
     results = {}
     for tag, preset in presets.items():
         res = run_preset(
-            model,
-            data,
-            preset,
-            epochs=args.epochs,
-            mode=args.mode,
-            lr=args.lr,
-            coef_bits=args.coef_bits,
-            baseline_params=base["params"],
-            args=args,
+            model, data, preset, config=config, baseline_params=base["params"], args=args
         )
         results[tag] = res
         report_preset(tag, res, base["accuracy"])
@@ -429,7 +394,7 @@ def report_preset(tag, res, base_acc):
     )
 
 
-def part_cnn(args, results, dataset="mnist", presets=None, key="cnn"):
+def part_cnn(args, config, results, dataset="mnist", presets=None, key="cnn"):
     data = load(dataset)
     subset = getattr(args, "train_subset", None)
     if subset and subset < data.num_train:
@@ -441,7 +406,7 @@ def part_cnn(args, results, dataset="mnist", presets=None, key="cnn"):
         "mnist-cnn",
         data,
         args.float_epochs,
-        args.seed,
+        args.float_seed,
         1e-3,
         args.float_path,
         args.wait_float,
@@ -449,13 +414,13 @@ def part_cnn(args, results, dataset="mnist", presets=None, key="cnn"):
     )
     out = {"float": base, "dataset": dataset}
     out["presets"] = run_presets(
-        model, data, CNN_PRESETS if presets is None else presets, base, args
+        model, data, CNN_PRESETS if presets is None else presets, base, config, args
     )
     results[key] = out
     return model, data, base
 
 
-def part_sweep(args, results, model, data, base):
+def part_sweep(args, config, results, model, data, base):
     print("[sweep] interval lengths x degrees (Keras CNN, MNIST)", flush=True)
     rows = []
     for degree in (1, 2):
@@ -471,10 +436,7 @@ def part_sweep(args, results, model, data, base):
                 model,
                 data,
                 preset,
-                epochs=args.sweep_epochs,
-                mode=args.mode,
-                lr=args.lr,
-                coef_bits=args.coef_bits,
+                config=with_epochs(config, args.sweep_epochs),
                 baseline_params=base["params"],
                 args=args,
             )
@@ -496,10 +458,10 @@ def part_sweep(args, results, model, data, base):
 
 
 def plot_sweep(rows, base_acc, path):
-    import matplotlib
+    import matplotlib  # heavy and optional: only the plots need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg"): no display needed
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for degree, marker in ((1, "o"), (2, "s")):
@@ -518,20 +480,20 @@ def plot_sweep(rows, base_acc, path):
     plt.close(fig)
 
 
-def part_curve(args, results, model, data, base):
+def part_curve(args, config, results, model, data, base):
     """Accuracy against reduction over tensor-family sizes, from scratch, with a plot."""
     print("[curve] tensor families, Keras CNN on MNIST", flush=True)
     presets = {k: CNN_PRESETS[k] for k in args.curve_presets.split(",")}
-    points = run_presets(model, data, presets, base, args)
+    points = run_presets(model, data, presets, base, config, args)
     results["curve"] = {"float": base, "presets": points}
     plot_curve(points, base["accuracy"], Path(args.out) / "wacr_curve.png")
 
 
 def plot_curve(points, base_acc, path):
-    import matplotlib
+    import matplotlib  # heavy and optional: only the plots need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg"): no display needed
 
     fig, ax = plt.subplots(figsize=(6, 4))
     pts = sorted((r["reduction"], 100 * r["accuracy"], tag) for tag, r in points.items())
@@ -551,21 +513,32 @@ def plot_curve(points, base_acc, path):
     plt.close(fig)
 
 
-def part_lenet(args, results):
+def part_lenet(args, config, results):
     data = load("mnist")
     print("[lenet] LeNet-5 on MNIST", flush=True)
     model, base = train_float(
-        "lenet5", data, args.float_epochs, args.seed, 1e-3, shift=args.float_augment_shift
+        "lenet5", data, args.float_epochs, args.float_seed, 1e-3, shift=args.float_augment_shift
     )
-    out = {"float": base, "presets": run_presets(model, data, LENET_PRESETS, base, args)}
+    out = {"float": base, "presets": run_presets(model, data, LENET_PRESETS, base, config, args)}
     results["lenet"] = out
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser(wacr_preset: str = "default") -> argparse.ArgumentParser:
+    """The benchmark's own options, and the WACR options generated from PolyConfig with the
+    preset ``wacr_preset``'s values as defaults (its per-layer families are replaced by this
+    file's presets, so --skip-layers and --layer-overrides are not offered)."""
+    parser = argparse.ArgumentParser(
+        description=" ".join(__doc__.split("\n\n")[0].split()), allow_abbrev=False
+    )
     parser.add_argument("--parts", default="cnn,sweep,lenet,fashion")
+    parser.add_argument(
+        "--wacr-preset",
+        default="default",
+        choices=list(WACR_PRESETS),
+        help="WACR preset the method options start from (default default)",
+    )
     parser.add_argument("--float-epochs", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=8, help="WACR retraining epochs")
+    parser.add_argument("--float-seed", type=int, default=0, help="seed of the float models")
     parser.add_argument("--sweep-epochs", type=int, default=3)
     parser.add_argument("--fashion-epochs", type=int, default=2)
     parser.add_argument(
@@ -574,32 +547,6 @@ def main(argv=None):
     parser.add_argument("--fashion-presets", default="rows-26x")
     parser.add_argument(
         "--fashion-retrain-epochs", type=int, default=None, help="default: --fashion-epochs"
-    )
-    parser.add_argument("--mode", choices=("project", "reparam"), default="reparam")
-    parser.add_argument("--lr", type=float, default=3e-3, help="retraining learning rate")
-    parser.add_argument(
-        "--lr-schedule",
-        default="cosine",
-        type=lambda text: None if text.lower() == "none" else text,
-        help="retraining schedule: cosine or none",
-    )
-    parser.add_argument("--retrain-batch", type=int, default=32)
-    parser.add_argument(
-        "--retrain-dropout",
-        type=float,
-        default=None,
-        help="dropout rate while retraining (default: the model's own)",
-    )
-    parser.add_argument(
-        "--init",
-        choices=("float", "scratch"),
-        default="float",
-        help="retrain from the projected float model, or from scaled random coefficients",
-    )
-    parser.add_argument(
-        "--no-precondition",
-        action="store_true",
-        help="learn the coefficients against the raw moments (the passes before the fifth)",
     )
     parser.add_argument(
         "--distill",
@@ -610,43 +557,15 @@ def main(argv=None):
         "weight ALPHA of the soft-target loss (e.g. 4,0.7); default off",
     )
     parser.add_argument(
-        "--qat-epochs",
-        type=int,
-        default=0,
-        help="epochs after retraining with the coefficients on their 8-bit grid (default 0)",
-    )
-    parser.add_argument("--qat-lr", type=float, default=None, help="QAT rate (default lr / 10)")
-    parser.add_argument(
-        "--restarts",
-        type=int,
-        default=1,
-        help="retrain each preset from this many seeds, keep the lowest training loss",
-    )
-    parser.add_argument(
-        "--augment-shift",
-        type=int,
-        default=0,
-        help="retraining: random shifts of each training image by up to N pixels (default 0)",
-    )
-    parser.add_argument(
-        "--ema",
-        type=float,
-        default=None,
-        metavar="DECAY",
-        help="retraining and QAT: moving average of the coefficients (e.g. 0.998; default off)",
-    )
-    parser.add_argument(
         "--float-augment-shift",
         type=int,
         default=0,
-        help="the same for the float model's training (for a like-for-like baseline)",
+        help="random shifts of up to N pixels in the float model's training (default 0)",
     )
     parser.add_argument("--float-path", default=None, help="save the float CNN here")
     parser.add_argument(
         "--wait-float", action="store_true", help="load the float CNN from --float-path instead"
     )
-    parser.add_argument("--coef-bits", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--presets",
@@ -658,7 +577,16 @@ def main(argv=None):
     )
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--render", nargs="*", help="only print Markdown of saved JSON files")
-    args = parser.parse_args(argv)
+    group = parser.add_argument_group(f"WACR options (defaults: preset {wacr_preset!r})")
+    add_config_options(group, WACR_PRESETS[wacr_preset], skip=("layers",))
+    return parser
+
+
+def main(argv=None):
+    first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    first.add_argument("--wacr-preset", default="default", choices=list(WACR_PRESETS))
+    known, _ = first.parse_known_args(argv)
+    args = build_parser(known.wacr_preset).parse_args(argv)
     if args.render:
         for name in args.render:
             print(render_markdown(json.loads(Path(name).read_text())))
@@ -666,8 +594,10 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     parts = args.parts.split(",")
+    config = config_from_options(WACR_PRESETS[args.wacr_preset], args)
     results: dict = {
         "args": vars(args),
+        "config": dataclasses.asdict(config),
         "command": "python benchmarks/wacr.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.platform()}, {args.threads} threads",
     }
@@ -681,29 +611,33 @@ def main(argv=None):
     model = data = base = None
     if "cnn" in parts or "sweep" in parts or "curve" in parts:
         t = time.perf_counter()
-        model, data, base = part_cnn(args, results, presets=presets if "cnn" in parts else {})
+        model, data, base = part_cnn(
+            args, config, results, presets=presets if "cnn" in parts else {}
+        )
         timings["cnn"] = time.perf_counter() - t
     if "sweep" in parts:
         t = time.perf_counter()
-        part_sweep(args, results, model, data, base)
+        part_sweep(args, config, results, model, data, base)
         timings["sweep"] = time.perf_counter() - t
     if "curve" in parts:
         t = time.perf_counter()
-        part_curve(args, results, model, data, base)
+        part_curve(args, config, results, model, data, base)
         timings["curve"] = time.perf_counter() - t
     if "lenet" in parts:
         t = time.perf_counter()
-        part_lenet(args, results)
+        part_lenet(args, config, results)
         timings["lenet"] = time.perf_counter() - t
     if "fashion" in parts:
         t = time.perf_counter()
         fargs = copy.copy(args)
-        fargs.float_epochs = fargs.epochs = args.fashion_epochs
-        if args.fashion_retrain_epochs is not None:
-            fargs.epochs = args.fashion_retrain_epochs
+        fargs.float_epochs = args.fashion_epochs
         fargs.train_subset = args.fashion_train
+        retrain_epochs = args.fashion_retrain_epochs
+        fconfig = with_epochs(
+            config, args.fashion_epochs if retrain_epochs is None else retrain_epochs
+        )
         fpresets = {k: CNN_PRESETS[k] for k in args.fashion_presets.split(",")}
-        part_cnn(fargs, results, "fashion-mnist", fpresets, "fashion")
+        part_cnn(fargs, fconfig, results, "fashion-mnist", fpresets, "fashion")
         timings["fashion"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - started
     results["wall_seconds"] = {k: round(v, 1) for k, v in timings.items()}

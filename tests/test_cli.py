@@ -57,30 +57,25 @@ def test_unknown_dataset_is_a_clear_error(tmp_path, capsys):
 @pytest.mark.slow
 def test_compress_wacr_retrains_a_tensor_family_from_the_cli(tmp_path):
     out = tmp_path / "wacr"
-    family = '{"1": {"in_shape": [8, 8], "in_factors": [[4, 2], [4, 2]], "out_factor": [8, 1]}}'
+    families = {
+        "1": {"in_shape": [8, 8], "in_factors": [[4, 2], [4, 2]], "out_factor": [8, 1]},
+        "3": {"axis": "fan_in", "interval": 8, "degree": 1},
+    }
     code = main(
         ["compress", "--method", "wacr", "--model", "mlp", "--data", "digits", "--hidden", "16"]
-        + ["--epochs", "10", "--out", str(out), "--quiet", "--mode", "reparam"]
-        + [
-            "--init",
-            "scratch",
-            "--retrain-epochs",
-            "8",
-            "--retrain-lr",
-            "0.01",
-            "--batch-size",
-            "32",
-            "--qat-epochs",
-            "2",
-        ]
-        + ["--families", family, "--layer-poly", "3=fan_in:8:1"]
+        + ["--float-epochs", "10", "--out", str(out), "--quiet", "--mode", "reparam"]
+        + ["--init", "scratch", "--epochs", "8", "--lr", "0.01", "--batch-size", "32"]
+        + ["--qat-epochs", "2", "--layer-overrides", json.dumps(families)]
     )
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     wacr = next(m for m in report["methods"] if m["method"] == "wacr")
-    assert wacr["config"]["epochs"] == 8 and wacr["config"]["lr"] == 0.01
-    assert wacr["config"]["init"] == "scratch" and wacr["config"]["precondition"] is True
-    assert wacr["config"]["qat_epochs"] == 2 and wacr["config"]["qat_lr"] is None
+    config = wacr["config"]
+    assert config["train"]["epochs"] == 8 and config["train"]["lr"] == 0.01
+    assert config["init"] == "scratch" and config["precondition"] is True
+    assert config["qat_epochs"] == 2 and config["qat_lr"] is None
+    assert len(wacr["history"]["retrain"]["loss"]) == 8  # the retraining history is reported
+    assert len(wacr["history"]["qat"]["loss"]) == 2
     first = wacr["layers"][0]
     assert first["params"] == 16 // 8 * 2 * (2 * 3) * (2 * 3)  # K x M of the 2-D family
     assert wacr["accuracy"]["simulated"] > 0.6  # retrained from random coefficients

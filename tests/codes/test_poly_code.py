@@ -206,7 +206,7 @@ def test_zero_weights_code_to_zero():
     [
         (
             {"shape": (4, 2, 3, 3), "axis": "kernel_row", "interval": 4},
-            "Interval length 4 is longer than the 'kernel_row' axis of this layer (3 positions",
+            "Interval length 4 is longer than the 'kernel_row' axis of this layer (3 positions, weight shape (4, 2, 3, 3)).",
         ),
         (
             {"shape": (4, 2, 3, 3), "axis": "kernel_row", "interval": 3, "degree": 3},
@@ -227,11 +227,11 @@ def test_zero_weights_code_to_zero():
         ),
         (
             {"shape": (4, 1, 3, 3), "axis": "channels", "degree": 1},
-            "Interval length 1 is too short for degree 1",
+            "Interval length 1 is too short for degree 1: a polynomial of degree 1 needs at least 2 positions per interval.",
         ),
         (
             {"shape": (4, 2, 3, 3), "axis": "kernel_row", "interval": 2, "degree": 2},
-            "Interval length 2 is too short for degree 2",
+            "Interval length 2 is too short for degree 2: a polynomial of degree 2 needs at least 3 positions per interval.",
         ),
     ],
 )
@@ -242,5 +242,8 @@ def test_bad_layouts_name_the_value(kwargs, message):
 
 @pytest.mark.parametrize("bits", [1, 0, 25, 2.5])
 def test_bad_coefficient_width_names_the_value(bits):
-    with pytest.raises(ValueError, match=re.escape(f"from 2 to 24 bits; got {bits!r}.")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"Coefficient width must be an integer from 2 to 24 bits; got {bits!r}."),
+    ):
         poly.encode(np.ones((2, 4)), "fan_in", 4, 1, coef_bits=bits)

@@ -93,17 +93,35 @@ def test_parameter_count_and_reuse_by_hand():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (((4, 10), ((11, 1),), None, None), "Interval length 11 is longer than input dimension 0"),
+        (
+            ((4, 10), ((11, 1),), None, None),
+            "Interval length 11 is longer than input dimension 0 of (10,) (10 positions).",
+        ),
         (((4, 10), ((None, 3),), None, None), "Polynomial degree must be 1 or 2; got 3."),
-        (((4, 10), ((2, 2),), None, None), "Interval length 2 is too short for degree 2"),
-        (((4, 10), ((None, 1),), None, (3, 3)), "The input shape (3, 3) has 9 positions"),
-        (((4, 10), ((None, 1), None), None, None), "Give one factor per input dimension: 1"),
-        (((4, 10), (None,), None, None), "At least one factor must be a polynomial"),
+        (
+            ((4, 10), ((2, 2),), None, None),
+            "Interval length 2 is too short for degree 2 on input dimension 0 of (10,): a polynomial of degree 2 needs at least 3 positions per interval.",
+        ),
+        (
+            ((4, 10), ((None, 1),), None, (3, 3)),
+            "The input shape (3, 3) has 9 positions; the layer's fan-in is 10 (weight shape (4, 10)).",
+        ),
+        (
+            ((4, 10), ((None, 1), None), None, None),
+            "Give one factor per input dimension: 1 for input shape (10,); got 2.",
+        ),
+        (
+            ((4, 10), (None,), None, None),
+            "At least one factor must be a polynomial (interval, degree); all are free.",
+        ),
         (
             ((4, 10), ((None, 1),), (5, 1), None),
-            "Interval length 5 is longer than the 4 output units",
+            "Interval length 5 is longer than the 4 output units (4 positions).",
         ),
-        (((4, 10), ("x",), None, None), "A factor must be (interval, degree) or None; got 'x'"),
+        (
+            ((4, 10), ("x",), None, None),
+            "A factor must be (interval, degree) or None; got 'x' for input dimension 0 of (10,).",
+        ),
     ],
 )
 def test_bad_layouts_are_clear_errors(args, message):
@@ -114,6 +132,7 @@ def test_bad_layouts_are_clear_errors(args, message):
 def test_bad_coefficient_width_is_named():
     layout = pt.make_tensor_layout((4, 10), ((None, 1),))
     with pytest.raises(
-        ValueError, match="Coefficient width must be an integer from 2 to 24 bits; got 1."
+        ValueError,
+        match=re.escape("Coefficient width must be an integer from 2 to 24 bits; got 1."),
     ):
         pt.encode(np.ones((4, 10)), layout, coef_bits=1)

@@ -1,5 +1,7 @@
 """CIFAR-10/100 binary readers on small files written here."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -62,21 +64,43 @@ def test_wrong_length_names_the_file(tmp_path):
     path = tmp_path / "data_batch_1.bin"
     data, _ = _records([1, 2], seed=0)
     path.write_bytes(data[:-1])
-    with pytest.raises(ValueError, match="wrong length: 6145 bytes") as info:
+    message = (
+        f"The CIFAR binary file {path} has the wrong length: 6145 bytes is not a positive "
+        "multiple of the 3073-byte record (1 label byte(s) + 3072 pixel bytes)."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
         read_cifar_binary(path, label_bytes=1, label_index=0, num_classes=10)
-    assert str(path) in str(info.value)
 
 
 def test_label_out_of_range_suggests_the_wrong_file(tmp_path):
     path = tmp_path / "test_batch.bin"
     data, _ = _records([12], seed=0)
     path.write_bytes(data)
-    with pytest.raises(ValueError, match="label 12"):
+    message = (
+        f"The CIFAR binary file {path} holds label 12, but the data set has 10 classes: "
+        "is it the right file for this data set?"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
         read_cifar_binary(path, label_bytes=1, label_index=0, num_classes=10)
 
 
 def test_missing_cifar_lists_the_expected_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"data_batch_1\.bin.*fewops data fetch cifar10"):
+    root = tmp_path / "cifar10"
+    message = (
+        "cifar10 was not found: expected the binary files data_batch_1.bin, data_batch_2.bin, "
+        "data_batch_3.bin, data_batch_4.bin, data_batch_5.bin, test_batch.bin in "
+        f"{root}/cifar-10-batches-bin or {root}. With internet access run "
+        "`fewops data fetch cifar10`, or unpack the official binary archive into "
+        f"{root}."
+    )
+    with pytest.raises(FileNotFoundError, match=re.escape(message)):
         load("cifar10", tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"train\.bin"):
+    root = tmp_path / "cifar100"
+    message = (
+        "cifar100 was not found: expected the binary files train.bin, test.bin in "
+        f"{root}/cifar-100-binary or {root}. With internet access run "
+        "`fewops data fetch cifar100`, or unpack the official binary archive into "
+        f"{root}."
+    )
+    with pytest.raises(FileNotFoundError, match=re.escape(message)):
         load("cifar100", tmp_path)

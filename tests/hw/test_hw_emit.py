@@ -138,7 +138,11 @@ def test_output_path_that_is_a_file_is_refused(tmp_path, graphs):
 
 @pytest.mark.parametrize("name", ["1layer", "my-layer", "module", ""])
 def test_bad_module_names_are_refused(tmp_path, graphs, name):
-    with pytest.raises(ValueError, match="is not a valid Verilog identifier"):
+    message = (
+        f"Module name {name!r} is not a valid Verilog identifier: use letters, digits and "
+        "underscores, starting with a letter or underscore, and no reserved word."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
         write_verilog(graphs("csd"), tmp_path / "o", name=name)
 
 

@@ -84,7 +84,12 @@ def test_expected_outputs_out_of_port_range_are_refused(tmp_path, graphs):
     x = np.zeros((3, info.inputs), dtype=np.int64)
     y = np.zeros((3, info.outputs), dtype=np.int64)
     y[1, 2] = 1 << info.output_width
-    with pytest.raises(ValueError, match="Expected output range .* does not fit signed"):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "Expected output range [0, 524288] does not fit signed 19-bit ports [-262144, 262143]."
+        ),
+    ):
         write_testbench(info, x, y, tmp_path)
 
 
@@ -100,7 +105,10 @@ def test_missing_iverilog_names_the_package(tmp_path, monkeypatch):
 
 def test_old_verilator_is_reported(monkeypatch, tmp_path):
     monkeypatch.setattr(hw_tools, "verilator_version", lambda: (4, 38))
-    msg = "verilator 4.038 is too old: the testbench needs verilator 5.0 or newer"
+    msg = (
+        "verilator 4.038 is too old: the testbench needs verilator 5.0 or newer (--binary, "
+        "--timing); install a newer one (`apt-get install verilator` on Debian 12 gives 5.006)."
+    )
     with pytest.raises(ToolNotFoundError, match=re.escape(msg)):
         run_verilator([tmp_path / "a.v"], "tb", tmp_path)
 

@@ -7,7 +7,7 @@ import pytest
 
 from fewops.codes import csd
 from fewops.graph import GraphBuilder
-from fewops.graph.widths import _bit_length
+from fewops.graph.widths import bit_length
 from fewops.sim.evaluate import evaluate
 
 plan_module = importlib.import_module("fewops.sim.plan")
@@ -79,4 +79,4 @@ def test_vectorised_bit_length_matches_python():
     values += [(1 << k) - 1 for k in range(1, 64)] + [1 << k for k in range(63)]
     values += list(np.random.default_rng(3).integers(0, 2**63 - 1, 2000, dtype=np.int64))
     arr = np.array(values, dtype=np.int64)
-    assert np.array_equal(_bit_length(arr), [int(v).bit_length() for v in arr])
+    assert np.array_equal(bit_length(arr), [int(v).bit_length() for v in arr])

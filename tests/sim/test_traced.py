@@ -7,7 +7,7 @@ from torch import nn
 
 from fewops.data import load
 from fewops.methods.baselines import CSDCode, CSDConfig
-from fewops.methods.lcc.handler import LCCConfig
+from fewops.methods.lcc import LCCCode, LCCConfig
 from fewops.models import build
 from fewops.nn.api import compress_
 from fewops.nn.fold import fold_batchnorm_
@@ -37,7 +37,7 @@ def _coded_resnet(shortcut, config, seed=0):
     [
         ("A", CSDConfig(CSDCode(bits=8))),
         ("B", CSDConfig(CSDCode(bits=6))),
-        ("A", LCCConfig(target_db=30.0, workers=1, share=False)),
+        ("A", LCCConfig(code=LCCCode(target_db=30.0), share=False)),
     ],
 )
 def test_resnet_runs_bit_exactly_and_matches_torch(shortcut, config):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from fewops.cli.options import add_config_options, config_from_options, refuse_unknown
 from fewops.methods.registry import METHODS, method
+from fewops.nn.api import check_overrides
 from fewops.report.jobs import run_compress, summary
 
 
@@ -90,7 +91,7 @@ def build_parser(method_name: str | None, preset: str = "default") -> argparse.A
 
 
 def main(argv: list[str]) -> int:
-    first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    first = argparse.ArgumentParser(prog="fewops compress", add_help=False, allow_abbrev=False)
     first.add_argument("--method", choices=list(METHODS))
     first.add_argument("--preset", default="default")
     known, _ = first.parse_known_args(argv)
@@ -107,6 +108,7 @@ def main(argv: list[str]) -> int:
     if out.exists() and not out.is_dir():
         parser.error(f"--out {args.out!r} is a file; give a folder (it is created if missing).")
     config = config_from_options(method(args.method).config(args.preset), args)
+    check_overrides(config)  # a bad --layer-overrides key fails now, not after training
     report = run_compress(
         args.method,
         config,

@@ -225,6 +225,8 @@ def refuse_unknown(parser: argparse.ArgumentParser, extra: list[str]) -> None:
         return
     known = [s for action in parser._actions for s in action.option_strings]
     word = extra[0].split("=", 1)[0]
+    if not word.startswith("-"):  # a stray value, e.g. two numbers after an option taking one
+        parser.error(f"unexpected argument {word!r}; see {parser.prog} --help.")
     near = difflib.get_close_matches(word, known, n=1)
     hint = f"; did you mean {near[0]}?" if near else f"; see {parser.prog} --help."
     parser.error(f"unrecognized option {word!r}{hint}")

@@ -11,6 +11,7 @@ from fewops.codes.common import dyadic_value
 from fewops.cost.count import count_graph, is_power_of_two
 from fewops.cost.report import LayerCost
 from fewops.graph.graph import Graph
+from fewops.sim.evaluate import graph_matrix
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,7 +44,13 @@ class CodedMatrix:
     @cached_property
     def matrix(self) -> np.ndarray:
         """The decoded float matrix W_hat (exact: every entry is a dyadic rational)."""
-        return self.graph.matrix() * self.scale
+        return graph_matrix(self.graph) * self.scale
+
+    def with_known_matrix(self, matrix: np.ndarray) -> CodedMatrix:
+        """Give this code its decoded matrix when the encoder already holds W_hat exactly, so
+        ``matrix`` need not evaluate the graph on every unit vector; returns ``self``."""
+        self.__dict__["matrix"] = np.asarray(matrix)  # the cached_property's own slot
+        return self
 
     def layer_cost(
         self, name: str, kind: str = "linear", positions: int = 1, bias=None

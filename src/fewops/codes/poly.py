@@ -317,7 +317,7 @@ def _pow2_log(values: np.ndarray) -> np.ndarray:
     return logs
 
 
-def _scaled_terms(builder, node, shift, sign, value):
+def scaled_terms(builder, node, shift, sign, value):
     """Terms ``value * (sign * node << shift)``: a shift for +-2^k, else one shared MUL per
     distinct (node, |value|) pair (computation reuse of identical products)."""
     value = value * sign
@@ -390,13 +390,13 @@ def to_graph(q: np.ndarray, exps: np.ndarray, layout: PolyLayout) -> Graph:
         m = g * width + k
         live = m_node[m] >= 0
         f, g, k, m = f[live], g[live], k[live], m[live]
-        terms = _scaled_terms(builder, m_node[m], m_shift[m] + rel[k], m_sign[m], q[f, g, k])
+        terms = scaled_terms(builder, m_node[m], m_shift[m] + rel[k], m_sign[m], q[f, g, k])
         sums = sum_terms(builder, *terms, f, out_units)
     else:
         # Stage 1: A_k of each interval of filters = sum_i q[i, g, k] x_i (multipliers).
         i, g, k = np.nonzero(q)
         ones = np.ones(i.shape[0], dtype=np.int64)
-        terms = _scaled_terms(builder, x[i], rel[k], ones, q[i, g, k])
+        terms = scaled_terms(builder, x[i], rel[k], ones, q[i, g, k])
         a_node, a_shift, a_sign = sum_terms(builder, *terms, g * width + k, num_groups)
         # Stage 2 (reuse): filter at position t of its interval = sum_k t^k A_k, shifts and adds.
         parts = []

@@ -40,10 +40,10 @@ from fewops.codes.base import CodedMatrix
 from fewops.codes.common import sqnr_db
 from fewops.codes.csd import csd_digits
 from fewops.codes.poly import (
-    _scaled_terms,
     check_coef_bits,
     check_degree,
     row_stationary_cost,
+    scaled_terms,
 )
 from fewops.graph.builder import GraphBuilder, emit_outputs, sum_terms
 from fewops.graph.graph import Graph
@@ -328,7 +328,7 @@ def to_graph(q, exps, layout: TensorLayout) -> Graph:
     k, j = np.nonzero(q)
     live = m_node[j] >= 0
     k, j = k[live], j[live]
-    terms = _scaled_terms(builder, m_node[j], m_shift[j] + rel[k, j], m_sign[j], q[k, j])
+    terms = scaled_terms(builder, m_node[j], m_shift[j] + rel[k, j], m_sign[j], q[k, j])
     u_node, u_shift, u_sign = sum_terms(builder, *terms, k, k_units)
     # Stage 3 (reuse across units): y_f = sum_k P_out[f, k] u_k, shifts and adds.
     f, k, pos, sign = _integer_terms(layout.out.matrix)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fewops.graph.graph import Graph
 from fewops.graph.ops import Op
@@ -34,7 +35,7 @@ class GraphCost:
         return asdict(self)
 
 
-def is_power_of_two(values: np.ndarray) -> np.ndarray:
+def is_power_of_two(values: ArrayLike) -> np.ndarray:
     v = np.abs(np.asarray(values, dtype=np.int64))
     return (v > 0) & ((v & (v - 1)) == 0)
 

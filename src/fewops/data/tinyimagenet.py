@@ -26,6 +26,7 @@ _FOLDER = "tiny-imagenet-200"
 
 def _decode(path: Path, size: int) -> np.ndarray:
     try:
+        # optional: Pillow, needed only to decode the Tiny ImageNet JPEGs
         from PIL import Image, UnidentifiedImageError
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(

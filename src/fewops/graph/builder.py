@@ -7,6 +7,7 @@ with a few numpy calls per adder-tree level rather than one Python call per adde
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fewops.graph.graph import Graph
 from fewops.graph.ops import Op
@@ -24,14 +25,21 @@ class GraphBuilder:
     def size(self) -> int:
         return self._size
 
-    def _append(self, op, a, b=-1, sa=0, sb=0, const=0) -> np.ndarray:
+    def _append(
+        self,
+        op: int,
+        a: ArrayLike,
+        b: ArrayLike = -1,
+        sa: ArrayLike = 0,
+        sb: ArrayLike = 0,
+        const: ArrayLike = 0,
+    ) -> np.ndarray:
         a = np.atleast_1d(np.asarray(a, dtype=np.int64))
         n = a.shape[0]
         cols = [np.full(n, int(op), dtype=np.uint8), a]
         for v in (b, sa, sb):
             cols.append(np.broadcast_to(np.asarray(v, dtype=np.int64), (n,)).copy())
-        const = np.asarray(const)
-        cols.append(np.broadcast_to(const, (n,)).copy())
+        cols.append(np.broadcast_to(np.asarray(const), (n,)).copy())
         self._chunks.append(tuple(cols))
         idx = np.arange(self._size, self._size + n, dtype=np.int64)
         self._size += n
@@ -43,26 +51,26 @@ class GraphBuilder:
         self._num_inputs += count
         return self._append(Op.INPUT, np.full(count, -1), const=ports)
 
-    def const(self, values) -> np.ndarray:
-        values = np.atleast_1d(np.asarray(values, dtype=np.int64))
-        return self._append(Op.CONST, np.full(values.shape[0], -1), const=values)
+    def const(self, values: ArrayLike) -> np.ndarray:
+        arr = np.atleast_1d(np.asarray(values, dtype=np.int64))
+        return self._append(Op.CONST, np.full(arr.shape[0], -1), const=arr)
 
-    def add(self, a, b, sa=0, sb=0) -> np.ndarray:
+    def add(self, a: ArrayLike, b: ArrayLike, sa: ArrayLike = 0, sb: ArrayLike = 0) -> np.ndarray:
         return self._append(Op.ADD, a, b, sa, sb)
 
-    def sub(self, a, b, sa=0, sb=0) -> np.ndarray:
+    def sub(self, a: ArrayLike, b: ArrayLike, sa: ArrayLike = 0, sb: ArrayLike = 0) -> np.ndarray:
         return self._append(Op.SUB, a, b, sa, sb)
 
-    def neg(self, a, sa=0) -> np.ndarray:
+    def neg(self, a: ArrayLike, sa: ArrayLike = 0) -> np.ndarray:
         return self._append(Op.NEG, a, -1, sa)
 
-    def shift(self, a, sa) -> np.ndarray:
+    def shift(self, a: ArrayLike, sa: ArrayLike) -> np.ndarray:
         return self._append(Op.SHIFT, a, -1, sa)
 
-    def mul(self, a, const, sa=0) -> np.ndarray:
+    def mul(self, a: ArrayLike, const: ArrayLike, sa: ArrayLike = 0) -> np.ndarray:
         return self._append(Op.MUL, a, -1, sa, 0, np.asarray(const, dtype=np.int64))
 
-    def outputs(self, a, sa=0) -> np.ndarray:
+    def outputs(self, a: ArrayLike, sa: ArrayLike = 0) -> np.ndarray:
         return self._append(Op.OUTPUT, a, -1, sa)
 
     def build(self, meta: dict | None = None) -> Graph:
@@ -70,11 +78,17 @@ class GraphBuilder:
             cols = [np.zeros(0, dtype=t) for t in (np.uint8,) + (np.int64,) * 5]
         else:
             cols = [np.concatenate(parts) for parts in zip(*self._chunks, strict=True)]
-        return Graph.from_arrays(*cols, meta=meta)
+        op, a, b, sa, sb, const = cols
+        return Graph.from_arrays(op, a, b, sa, sb, const, meta=meta)
 
 
 def sum_terms(
-    builder: GraphBuilder, node, shift, sign, group, num_groups: int
+    builder: GraphBuilder,
+    node: ArrayLike,
+    shift: ArrayLike,
+    sign: ArrayLike,
+    group: ArrayLike,
+    num_groups: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sum signed, shifted terms per group with balanced adder trees: (terms in group) - 1 adds.
 
@@ -127,7 +141,14 @@ def sum_terms(
     return out_node, out_shift, out_sign
 
 
-def _pair(builder, node, shift, sign, i, j):
+def _pair(
+    builder: GraphBuilder,
+    node: np.ndarray,
+    shift: np.ndarray,
+    sign: np.ndarray,
+    i: np.ndarray,
+    j: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One adder per pair (i, j); both-negative pairs stay negative (an ADD with sign -1)."""
     si, sj = sign[i], sign[j]
     # Put a positive operand first where there is one: + + -> add, + - -> sub, - - -> add (neg).
@@ -147,17 +168,19 @@ def _pair(builder, node, shift, sign, i, j):
     return new_node, common, new_sign
 
 
-def emit_outputs(builder: GraphBuilder, node, shift, sign) -> np.ndarray:
+def emit_outputs(
+    builder: GraphBuilder, node: ArrayLike, shift: ArrayLike, sign: ArrayLike
+) -> np.ndarray:
     """Turn per-group sums from :func:`sum_terms` into output ports (NEG or zero where needed)."""
-    node = np.asarray(node, dtype=np.int64).copy()
-    shift = np.asarray(shift, dtype=np.int64).copy()
-    empty = node < 0
+    nodes = np.array(node, dtype=np.int64)
+    shifts = np.array(shift, dtype=np.int64)
+    empty = nodes < 0
     if empty.any():
         zero = builder.const([0])[0]
-        node[empty] = zero
-        shift[empty] = 0
+        nodes[empty] = zero
+        shifts[empty] = 0
     negative = (np.asarray(sign) < 0) & ~empty
     if negative.any():
-        node[negative] = builder.neg(node[negative], shift[negative])
-        shift[negative] = 0
-    return builder.outputs(node, shift)
+        nodes[negative] = builder.neg(nodes[negative], shifts[negative])
+        shifts[negative] = 0
+    return builder.outputs(nodes, shifts)

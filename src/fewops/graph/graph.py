@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fewops.graph.ops import BINARY_OPS, LEAF_OPS, OP_NAMES, Op
+from fewops.graph.validate import canonicalize
+from fewops.graph.widths import infer_lsb
 
 
 @dataclass(frozen=True, eq=False)
@@ -22,7 +25,8 @@ class Graph:
     Arrays (all of length ``num_nodes``): ``op`` (uint8 :class:`Op` codes), ``a`` and ``b``
     (operand node indices, -1 where unused), ``sa`` and ``sb`` (left shifts applied to each operand,
     may be negative), ``const`` (input index for INPUT, value for CONST, multiplier for MUL).
-    Build one with :class:`fewops.graph.GraphBuilder` or :meth:`from_arrays`.
+    Build one with :class:`fewops.graph.GraphBuilder` or :meth:`from_arrays`; its matrix (for a
+    linear graph) is :func:`fewops.sim.graph_matrix`.
     """
 
     op: np.ndarray
@@ -34,10 +38,17 @@ class Graph:
     meta: dict = field(default_factory=dict)
 
     @classmethod
-    def from_arrays(cls, op, a, b, sa, sb, const, meta=None) -> Graph:
+    def from_arrays(
+        cls,
+        op: ArrayLike,
+        a: ArrayLike,
+        b: ArrayLike,
+        sa: ArrayLike,
+        sb: ArrayLike,
+        const: ArrayLike,
+        meta: dict | None = None,
+    ) -> Graph:
         """Validate raw arrays (reordering them topologically if needed) and make a graph."""
-        from fewops.graph.validate import canonicalize
-
         arrays = canonicalize(op, a, b, sa, sb, const)
         return cls(*arrays, meta=dict(meta or {}))
 
@@ -80,8 +91,6 @@ class Graph:
     @cached_property
     def lsb(self) -> np.ndarray:
         """Exponent of each node's integer: the node stands for ``int * 2**lsb``."""
-        from fewops.graph.widths import infer_lsb
-
         return infer_lsb(self)
 
     @property
@@ -103,16 +112,6 @@ class Graph:
         """Number of nodes of each kind, by name."""
         counts = np.bincount(self.op, minlength=len(OP_NAMES))
         return {OP_NAMES[i]: int(c) for i, c in enumerate(counts)}
-
-    def matrix(self) -> np.ndarray:
-        """The real matrix M (outputs x inputs) with y = M x, for a linear graph (no CONST)."""
-        from fewops.sim.evaluate import evaluate
-
-        if np.any((self.op == Op.CONST) & (self.const != 0)):
-            raise ValueError("Graph.matrix() needs a linear graph; this one has nonzero constants.")
-        eye = np.eye(self.num_inputs, dtype=np.int64)
-        y = evaluate(self, eye)  # (num_inputs, num_outputs)
-        return np.ldexp(np.asarray(y, dtype=np.float64).T, -self.output_scale)
 
     def summary(self) -> str:
         counts = ", ".join(f"{k}={v}" for k, v in self.op_counts().items() if v)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from fewops.graph.graph import Graph
 GRAPH_KEYS = ("op", "a", "b", "sa", "sb", "const")
 
 
-def save_graph(graph: Graph, path) -> Path:
+def save_graph(graph: Graph, path: str | os.PathLike[str]) -> Path:
     """Write ``graph``'s arrays to an ``.npz`` file that ``--graph`` reads."""
     path = Path(path)
     if graph.const.dtype == object:
@@ -21,7 +22,7 @@ def save_graph(graph: Graph, path) -> Path:
     return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
 
-def load_graph(path) -> Graph:
+def load_graph(path: str | os.PathLike[str]) -> Graph:
     """Read a graph written by :func:`save_graph` (validated like any new graph)."""
     path = Path(path)
     if not path.exists():

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fewops.graph.ops import BINARY_OPS, LEAF_OPS, OP_NAMES, Op, op_name
 
 MAX_SHIFT = 1024
 
 
-def canonicalize(op, a, b, sa, sb, const):
+Arrays6 = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def canonicalize(
+    op: ArrayLike, a: ArrayLike, b: ArrayLike, sa: ArrayLike, sb: ArrayLike, const: ArrayLike
+) -> Arrays6:
     """Check raw arrays and return them as typed arrays in topological order.
 
     Raises ValueError with the offending node for unknown kinds, operands out of range, missing
@@ -62,10 +68,12 @@ def canonicalize(op, a, b, sa, sb, const):
         op, sa, sb, const = op[order], sa[order], sb[order], const[order]
         a = np.where(a[order] >= 0, rank[np.maximum(a[order], 0)], -1)
         b = np.where(b[order] >= 0, rank[np.maximum(b[order], 0)], -1)
-    return op, a, b, sa, sb, const
+    return np.asarray(op), a, b, np.asarray(sa), np.asarray(sb), np.asarray(const)
 
 
-def _check_operand(op, operand, needed, which, n):
+def _check_operand(
+    op: np.ndarray, operand: np.ndarray, needed: np.ndarray, which: str, n: int
+) -> None:
     bad = needed & ((operand < 0) | (operand >= n))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -75,7 +83,9 @@ def _check_operand(op, operand, needed, which, n):
         )
 
 
-def _topological_order(op, a, b, leaf, binary):
+def _topological_order(
+    op: np.ndarray, a: np.ndarray, b: np.ndarray, leaf: np.ndarray, binary: np.ndarray
+) -> np.ndarray:
     """Kahn-style ordering by longest path; raises on a cycle, naming nodes on it."""
     n = op.shape[0]
     depth = np.zeros(n, dtype=np.int64)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from fewops.graph.ops import Op
 
@@ -56,7 +57,9 @@ def operand_shifts(graph: Graph) -> tuple[np.ndarray, np.ndarray]:
     return la, lb
 
 
-def infer_ranges(graph: Graph, input_lo, input_hi) -> tuple[np.ndarray, np.ndarray]:
+def infer_ranges(
+    graph: Graph, input_lo: ArrayLike, input_hi: ArrayLike
+) -> tuple[np.ndarray, np.ndarray]:
     """Integer range [lo, hi] of every node for inputs within [input_lo, input_hi].
 
     The bounds may be scalars or one value per input port. Returns int64 arrays when every bound
@@ -78,7 +81,9 @@ def infer_ranges(graph: Graph, input_lo, input_hi) -> tuple[np.ndarray, np.ndarr
     return _ranges(graph, in_lo, in_hi, object)
 
 
-def _ranges(graph, in_lo, in_hi, dtype):
+def _ranges(
+    graph: Graph, in_lo: np.ndarray, in_hi: np.ndarray, dtype: DTypeLike
+) -> tuple[np.ndarray, np.ndarray]:
     n = graph.num_nodes
     lo = np.zeros(n, dtype=dtype)
     hi = np.zeros(n, dtype=dtype)
@@ -113,7 +118,7 @@ def _ranges(graph, in_lo, in_hi, dtype):
     return lo, hi
 
 
-def _pow2(shifts: np.ndarray, dtype) -> np.ndarray:
+def _pow2(shifts: np.ndarray, dtype: DTypeLike) -> np.ndarray:
     if dtype is object:
         return np.array([1 << int(s) for s in shifts], dtype=object)
     if dtype == np.float64:
@@ -121,22 +126,22 @@ def _pow2(shifts: np.ndarray, dtype) -> np.ndarray:
     return np.left_shift(np.int64(1), shifts.astype(np.int64))
 
 
-def signed_width(lo, hi) -> np.ndarray:
+def signed_width(lo: ArrayLike, hi: ArrayLike) -> np.ndarray:
     """Smallest two's-complement width holding every integer in [lo, hi] (at least 1 bit)."""
-    lo = np.asarray(lo)
-    hi = np.asarray(hi)
-    if lo.dtype == object or hi.dtype == object:
+    low = np.asarray(lo)
+    high = np.asarray(hi)
+    if low.dtype == object or high.dtype == object:
         need = [
             max(int(h).bit_length() if h > 0 else 0, (-int(x) - 1).bit_length() if x < 0 else 0)
-            for x, h in zip(lo.ravel(), hi.ravel(), strict=True)
+            for x, h in zip(low.ravel(), high.ravel(), strict=True)
         ]
-        return np.asarray(need, dtype=np.int64).reshape(lo.shape) + 1
-    pos = np.maximum(hi, 0).astype(np.int64)
-    neg = np.maximum(-lo.astype(np.int64) - 1, 0)
-    return np.maximum(_bit_length(pos), _bit_length(neg)) + 1
+        return np.asarray(need, dtype=np.int64).reshape(low.shape) + 1
+    pos = np.maximum(high, 0).astype(np.int64)
+    neg = np.maximum(-low.astype(np.int64) - 1, 0)
+    return np.maximum(bit_length(pos), bit_length(neg)) + 1
 
 
-def _bit_length(x: np.ndarray) -> np.ndarray:
+def bit_length(x: np.ndarray) -> np.ndarray:
     """int.bit_length for non-negative int64 values, vectorised.
 
     frexp gives it directly below 2**53; above, the float may round up to the next power of two,

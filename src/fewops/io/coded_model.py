@@ -30,8 +30,10 @@ from torch import nn
 
 from fewops.codes.base import CodedMatrix
 from fewops.graph.graph import Graph
+from fewops.io.json_values import json_safe_dict
 from fewops.io.tensors import atomic_write
 from fewops.nn.coded import CodedConv2d, CodedLinear
+from fewops.nn.integer_network import IntegerNetwork, compile_network
 
 FORMAT = "fewops-coded-model"
 VERSION = 1
@@ -75,8 +77,6 @@ class SavedModel:
                 f"The model in {self.path} was saved without integer calibration (it was not "
                 "simulated, e.g. --no-simulate); only its layers can be exported."
             )
-        from fewops.nn.integer_network import compile_network
-
         cal = self.calibration
         # compile_network always calibrates; calibrate on one zero image (cheap), then put the
         # saved fraction bits back so the network is exactly the one that was simulated.
@@ -164,8 +164,8 @@ def _layer_record(name: str, module: nn.Module, tensors: dict) -> dict:
         "weight_bits": int(coded.weight_bits),
         "params": int(coded.params),
         "table_reads": int(coded.table_reads),
-        "config": _jsonable(coded.config),
-        "extra": _jsonable(coded.extra),
+        "config": json_safe_dict(coded.config),
+        "extra": json_safe_dict(coded.extra),
         "bias": module.bias is not None,
         "big_const": big,
     }
@@ -178,18 +178,6 @@ def _layer_record(name: str, module: nn.Module, tensors: dict) -> dict:
             "dilation": list(module.dilation),
         }
     return record
-
-
-def _jsonable(d: dict) -> dict:
-    """The entries of ``d`` that survive a JSON round trip unchanged (others are dropped)."""
-    out = {}
-    for k, v in dict(d).items():
-        try:
-            if json.loads(json.dumps(v)) == v:
-                out[str(k)] = v
-        except (TypeError, ValueError):
-            continue
-    return out
 
 
 class _Unsupported(ValueError):
@@ -414,8 +402,6 @@ def save_compressed(out_dir, model, method: str, dataset, act_bits: int, simulat
     """
     network = None
     if simulate:
-        from fewops.nn.integer_network import IntegerNetwork, compile_network
-
         try:
             network = compile_network(model, dataset.x_train[:512], act_bits=act_bits)
         except ValueError:

@@ -1,10 +1,12 @@
-"""SST (n, k) in networks: config, quantization-aware retraining, the ``compress_`` handler, CLI.
+"""SST (n, k) in networks: config, quantization-aware retraining, the ``compress_`` handler.
 
-``compress_(model, SSTConfig(n=8, k=2, epochs=6), data=dataset)`` retrains the model with
-straight-through QAT (the forward pass uses the projected ternary weights, gradients update a float
-shadow copy), then swaps every targeted Linear/Conv2d for a coded layer holding the final
-:class:`~fewops.codes.base.CodedMatrix`. Without ``data`` (or with ``epochs=0``) the float weights
-are projected as they are.
+``compress_(model, SSTConfig(SSTCodeSpec(n=8, k=2), Recipe(epochs=6)), data=dataset)`` retrains
+the model with straight-through QAT (the forward pass uses the projected ternary weights,
+gradients update a float shadow copy), then swaps every targeted Linear/Conv2d for a coded layer
+holding the final :class:`~fewops.codes.base.CodedMatrix`. Without ``data`` (or with
+``train.epochs=0``) the float weights are projected as they are. The command line
+(``fewops compress --method sst``) is generated from these dataclasses by
+:mod:`fewops.cli.options`.
 
 Training choices (the paper names "gradual pruning" and "weight distribution normalization"
 without details; these are our readings, see docs/sst.md):
@@ -18,7 +20,6 @@ without details; these are our readings, see docs/sst.md):
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from dataclasses import dataclass, field
@@ -27,60 +28,96 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fewops.codes.sst import MAX_N, SSTCode, _check_nk
-from fewops.nn.api import LayerSelection, register, set_submodule
+from fewops.codes.sst import SSTCode
+from fewops.nn.api import LayerSelection, MethodOutcome, register, set_submodule
 from fewops.nn.coded import coded_like, layer_matrix
+from fewops.train.fit import fit
+from fewops.train.recipe import Recipe
 
 SCALE_FREE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Dropout, nn.Identity)
+
+
+@dataclass(frozen=True)
+class SSTCodeSpec:
+    """The (n, k) code a layer's weights take: what per-layer overrides may change.
+
+    :meth:`build` gives the :class:`~fewops.codes.sst.SSTCode` that codes the matrix.
+    """
+
+    n: int = 8
+    """group size: weights are coded in groups of n along each row (1..16)"""
+    k: int = 2
+    """nonzeros per group: at most k of each group's n weights are +-step (1..n)"""
+    per_row_step: bool = False
+    """fit one step per output row (one multiplier per output) instead of one per layer"""
+
+    def __post_init__(self) -> None:
+        self.build()  # the code's own checks: integers, 1 <= k <= n <= 16
+
+    def build(self) -> SSTCode:
+        """The :class:`~fewops.codes.sst.SSTCode` of these settings."""
+        return SSTCode(self.n, self.k, per_row_step=self.per_row_step)
+
+
+def default_recipe() -> Recipe:
+    """SST's retraining recipe: 6 epochs of Adam at lr 1e-3, the last stage cosine-annealed."""
+    return Recipe(epochs=6, lr_schedule="cosine")
 
 
 @dataclass(frozen=True)
 class SSTConfig:
     """Structured sparse ternary (n, k) coding with optional QAT retraining.
 
-    ``n``, ``k``, ``per_row_step`` may be overridden per layer through ``layers``; the training
-    settings (``epochs`` ... ``seed``) apply to the whole model.
+    ``code`` may be overridden per layer through ``layers``; ``train`` and the training-pull
+    settings (``gradual`` ... ``normalize``) apply to the whole model.
     """
 
-    n: int = 8
-    k: int = 2
-    per_row_step: bool = False
-    epochs: int = 6
-    lr: float = 1e-3
-    batch_size: int = 128
+    code: SSTCodeSpec = field(default_factory=SSTCodeSpec)
+    """the (n, k) code of every layer (per-layer changes through layers)"""
+    train: Recipe = field(default_factory=default_recipe)
+    """the QAT retraining recipe (epochs 0: project only); lr_schedule cosine anneals the last
+    stage, the one at the target k"""
     gradual: bool = True
+    """tighten k gradually: the first ramp_epochs epochs use a looser code"""
     k_start: int | None = None
+    """k at the start of the gradual schedule (none: min(n, 2k))"""
     ramp_epochs: int | None = None
+    """epochs spent tightening k (none: half of the training epochs)"""
     normalize: bool = False
-    seed: int = 0
-    progress: bool = False
+    """even out row spreads before retraining by moving row scales into the next layer
+    (function-preserving)"""
     layers: LayerSelection = field(default_factory=LayerSelection)
+    """layers to skip, and per-layer changes of the code"""
 
     def __post_init__(self) -> None:
-        _check_nk(self.n, self.k)
-        for name in ("epochs", "batch_size", "seed"):
-            value = getattr(self, name)
-            low = 1 if name == "batch_size" else 0
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"SSTConfig.{name} must be an integer >= {low}; got {value!r}.")
-        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"SSTConfig.lr must be a positive number; got {self.lr!r}.")
-        if self.k_start is not None and not (
-            isinstance(self.k_start, int) and self.k <= self.k_start <= self.n
-        ):
-            raise ValueError(
-                f"SSTConfig.k_start must lie between k={self.k} and n={self.n}; got {self.k_start!r}."
+        if not isinstance(self.code, SSTCodeSpec):
+            raise TypeError(
+                f"SSTConfig.code must be an SSTCodeSpec; got {type(self.code).__name__} "
+                f"{self.code!r}."
             )
-        if self.ramp_epochs is not None and not (
-            isinstance(self.ramp_epochs, int) and 0 <= self.ramp_epochs <= self.epochs
+        if not isinstance(self.train, Recipe):
+            raise TypeError(
+                f"SSTConfig.train must be a Recipe; got {type(self.train).__name__} {self.train!r}."
+            )
+        n, k = self.code.n, self.code.k
+        if self.k_start is not None and not (
+            isinstance(self.k_start, int)
+            and not isinstance(self.k_start, bool)
+            and k <= self.k_start <= n
         ):
             raise ValueError(
-                f"SSTConfig.ramp_epochs must lie between 0 and epochs={self.epochs}; "
+                f"SSTConfig.k_start must lie between k={k} and n={n}; got {self.k_start!r}."
+            )
+        epochs = self.train.epochs
+        if self.ramp_epochs is not None and not (
+            isinstance(self.ramp_epochs, int)
+            and not isinstance(self.ramp_epochs, bool)
+            and 0 <= self.ramp_epochs <= epochs
+        ):
+            raise ValueError(
+                f"SSTConfig.ramp_epochs must lie between 0 and train.epochs={epochs}; "
                 f"got {self.ramp_epochs!r}."
             )
-
-    def code(self) -> SSTCode:
-        return SSTCode(self.n, self.k, per_row_step=self.per_row_step)
 
 
 # -- the projection in torch ---------------------------------------------------------------------
@@ -203,16 +240,18 @@ class SSTQAT(nn.Module):
 
 
 def k_schedule(config: SSTConfig, k: int | None = None, n: int | None = None) -> list[int]:
-    """k of every retraining epoch: a ramp from ``k_start`` down to ``k``, then ``k``."""
-    n = config.n if n is None else n
-    k = config.k if k is None else k
+    """k of every retraining epoch: a ramp from ``k_start`` down to ``k``, then ``k``.
+
+    ``n`` and ``k`` default to ``config.code``'s (a layer with overrides passes its own).
+    """
+    n = config.code.n if n is None else n
+    k = config.code.k if k is None else k
+    epochs = config.train.epochs
     start = min(n, config.k_start if config.k_start is not None else 2 * k)
-    ramp = config.ramp_epochs if config.ramp_epochs is not None else config.epochs // 2
+    ramp = config.ramp_epochs if config.ramp_epochs is not None else epochs // 2
     if not config.gradual or start <= k or ramp == 0:
-        return [k] * config.epochs
-    return [
-        math.ceil(start - (start - k) * e / ramp) if e < ramp else k for e in range(config.epochs)
-    ]
+        return [k] * epochs
+    return [math.ceil(start - (start - k) * e / ramp) if e < ramp else k for e in range(epochs)]
 
 
 @torch.no_grad()
@@ -268,45 +307,45 @@ def _rescale_pair(layer: nn.Module, nxt: nn.Module) -> bool:
     return True
 
 
-def retrain(model: nn.Module, config: SSTConfig, targets, data) -> dict:
+def retrain(model: nn.Module, config: SSTConfig, targets, data, *, progress: bool = False) -> dict:
     """Straight-through QAT of ``targets`` ((name, module, config) from ``target_layers``).
 
     The modules are wrapped in :class:`SSTQAT` while training and put back afterwards, holding
-    the trained float shadow weights. Returns {"seconds", "k_per_epoch", "history", "normalized"}.
+    the trained float shadow weights. Training runs in stages of equal k per layer, each one
+    :func:`~fewops.train.fit.fit` call with ``config.train`` (seeded ``seed + first epoch``;
+    its ``lr_schedule`` applies to the last stage only, the others keep ``lr``). Returns
+    {"seconds", "k_per_epoch", "history", "normalized"}.
     """
-    from fewops.train.fit import fit
-
     started = time.perf_counter()
+    recipe = config.train
+    epochs = recipe.epochs
     names = [name for name, _, _ in targets]
     normalized = normalize_rows(model, names) if config.normalize else []
-    schedules = {name: k_schedule(config, cfg.k, cfg.n) for name, _, cfg in targets}
+    schedules = {name: k_schedule(config, cfg.code.k, cfg.code.n) for name, _, cfg in targets}
     wrappers = {}
     for name, module, cfg in targets:
-        wrappers[name] = SSTQAT(module, cfg.n, cfg.k, cfg.per_row_step)
+        wrappers[name] = SSTQAT(module, cfg.code.n, cfg.code.k, cfg.code.per_row_step)
         set_submodule(model, name, wrappers[name])
     history: dict[str, list] = {}
     try:
         epoch = 0
-        while epoch < config.epochs:
+        while epoch < epochs:
             ks = {name: s[epoch] for name, s in schedules.items()}
             stage = 1
-            while epoch + stage < config.epochs and all(
+            while epoch + stage < epochs and all(
                 s[epoch + stage] == ks[name] for name, s in schedules.items()
             ):
                 stage += 1
             for name, wrapper in wrappers.items():
                 wrapper.k = ks[name]
-            last = epoch + stage == config.epochs
-            part = fit(
-                model,
-                data,
+            last = epoch + stage == epochs
+            settings = recipe.fit_kwargs()
+            settings.update(
                 epochs=stage,
-                lr=config.lr,
-                batch_size=config.batch_size,
-                seed=config.seed + epoch,
-                lr_schedule="cosine" if last else None,
-                progress=config.progress,
+                seed=recipe.seed + epoch,
+                lr_schedule=recipe.lr_schedule if last else None,
             )
+            part = fit(model, data, progress=progress, **settings)
             for key, values in part.items():
                 history.setdefault(key, []).extend(values)
             epoch += stage
@@ -324,12 +363,20 @@ def retrain(model: nn.Module, config: SSTConfig, targets, data) -> dict:
 
 
 @register(SSTConfig)
-def _sst(model, config, targets, data=None, **_):
-    if data is not None and config.epochs > 0:
-        retrain(model, config, targets, data)
+def _sst(model, config, targets, data=None, progress: bool = False, **_) -> MethodOutcome:
+    """Retrain (with ``data`` and ``config.train.epochs`` > 0), then swap in coded layers.
+
+    ``progress`` shows a progress bar while retraining (runtime, not part of the config).
+    """
+    outcome = MethodOutcome()
+    if data is not None and config.train.epochs > 0:
+        info = retrain(model, config, targets, data, progress=progress)
+        outcome.history["qat"] = info["history"]
+        outcome.report.update(k_per_epoch=info["k_per_epoch"], normalized=info["normalized"])
     for name, module, cfg in targets:
-        coded = cfg.code().code_matrix(layer_matrix(module).numpy())
+        coded = cfg.code.build().code_matrix(layer_matrix(module).numpy())
         set_submodule(model, name, coded_like(module, coded))
+    return outcome
 
 
 def demo_config() -> SSTConfig:
@@ -338,95 +385,10 @@ def demo_config() -> SSTConfig:
     On that model (float 96.4 %) it reached 96.1 %; without ``normalize`` 93.9 %, at lr 1e-3
     91.1 % (measured once, seed 0).
     """
-    return SSTConfig(n=8, k=2, epochs=20, lr=3e-3, normalize=True)
-
-
-# -- command line ------------------------------------------------------------------------------
-
-
-def _add(group, names: tuple[str, ...], **kwargs) -> None:
-    """Add an option under all ``names``; where a short alias is taken, under the rest."""
-    try:
-        group.add_argument(*names, **kwargs)
-    except argparse.ArgumentError:
-        group.add_argument(names[0], **kwargs)
-
-
-def add_cli_args(parser: argparse.ArgumentParser) -> None:
-    """Options of ``fewops compress --method sst``."""
-    defaults = SSTConfig()
-    group = parser.add_argument_group("SST (--method sst)")
-    _add(
-        group,
-        ("--sst-n", "--n"),
-        dest="sst_n",
-        type=int,
-        default=defaults.n,
-        help=f"group size n, 1..{MAX_N} (default {defaults.n})",
-    )
-    _add(
-        group,
-        ("--sst-k", "--k"),
-        dest="sst_k",
-        type=int,
-        default=defaults.k,
-        help=f"nonzeros per group k, 1..n (default {defaults.k})",
-    )
-    group.add_argument(
-        "--per-row-step",
-        action="store_true",
-        help="one step per output row (one multiplier per output)",
-    )
-    group.add_argument(
-        "--sst-epochs",
-        type=int,
-        default=defaults.epochs,
-        help=f"QAT retraining epochs, 0 to project only (default {defaults.epochs})",
-    )
-    group.add_argument(
-        "--sst-lr",
-        type=float,
-        default=defaults.lr,
-        help=f"retraining learning rate (Adam; default {defaults.lr})",
-    )
-    group.add_argument("--sst-batch-size", type=int, default=defaults.batch_size)
-    group.add_argument(
-        "--sst-k-start",
-        type=int,
-        default=None,
-        help="k at the start of the gradual schedule (default min(n, 2k))",
-    )
-    group.add_argument(
-        "--sst-ramp-epochs",
-        type=int,
-        default=None,
-        help="epochs spent tightening k (default half of --sst-epochs)",
-    )
-    group.add_argument(
-        "--sst-no-gradual", action="store_true", help="train at the target k from the first epoch"
-    )
-    group.add_argument(
-        "--sst-normalize",
-        action="store_true",
-        help="even out row spreads before retraining (function-preserving)",
-    )
-
-
-def config_from_args(args: argparse.Namespace) -> SSTConfig:
-    """The :class:`SSTConfig` the options of :func:`add_cli_args` ask for."""
     return SSTConfig(
-        n=args.sst_n,
-        k=args.sst_k,
-        per_row_step=bool(args.per_row_step),
-        epochs=args.sst_epochs,
-        lr=args.sst_lr,
-        batch_size=args.sst_batch_size,
-        gradual=not args.sst_no_gradual,
-        k_start=args.sst_k_start,
-        ramp_epochs=args.sst_ramp_epochs,
-        normalize=bool(args.sst_normalize),
-        seed=getattr(args, "seed", 0) or 0,
-        progress=bool(getattr(args, "progress", False)),
+        code=SSTCodeSpec(n=8, k=2),
+        train=Recipe(epochs=20, lr=3e-3, lr_schedule="cosine"),
+        normalize=True,
     )
 
 

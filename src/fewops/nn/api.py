@@ -83,7 +83,11 @@ def target_layers(model: nn.Module, config) -> list[tuple[str, nn.Module, Any]]:
         effective = config
         for pattern, changes in selection.overrides.items():
             if _matches(pattern, name):
-                effective = replace(effective, code=replace(effective.code, **changes))
+                try:
+                    code = replace(effective.code, **changes)
+                except (ValueError, TypeError) as exc:  # the code's own check, named by layer
+                    raise type(exc)(f"Override for layer {name!r}: {exc}") from exc
+                effective = replace(effective, code=code)
         targets.append((name, module, effective))
     return targets
 

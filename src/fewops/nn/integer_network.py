@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 from torch import nn
@@ -53,17 +54,15 @@ class IntLayer:
         scaled = np.round(np.ldexp(self.bias, -self.exponent))
         if np.abs(scaled).max(initial=0.0) < 2.0**62:
             return scaled.astype(np.int64)
-        return np.array([_exact_int(b, -self.exponent) for b in self.bias], dtype=object)
+        return np.array([exact_int(b, -self.exponent) for b in self.bias], dtype=object)
 
     @property
     def requant_shift(self) -> int:
         return -self.exponent - self.f_out
 
 
-def _exact_int(value: float, exponent: int) -> int:
+def exact_int(value: float, exponent: int) -> int:
     """round(value * 2**exponent) exactly, for any exponent (float64 value is a dyadic rational)."""
-    from fractions import Fraction
-
     return round(Fraction(value) * Fraction(2) ** exponent)
 
 
@@ -109,11 +108,11 @@ class IntegerNetwork:
             elif step == "flatten":
                 h = h.reshape(h.shape[0], -1)
             elif isinstance(step, tuple) and step[0] == "maxpool":
-                h = _maxpool(h, step[1], step[2])
+                h = maxpool(h, step[1], step[2])
         return h
 
 
-def _columns(h: np.ndarray, conv: dict) -> tuple[np.ndarray, tuple[int, int]]:
+def im2col(h: np.ndarray, conv: dict) -> tuple[np.ndarray, tuple[int, int]]:
     """im2col: (N*P, C*kh*kw) windows in torch's (c, r, s) order, and the output size."""
     kh, kw = conv["kernel_size"]
     sh, sw = conv["stride"]
@@ -134,7 +133,7 @@ def _columns(h: np.ndarray, conv: dict) -> tuple[np.ndarray, tuple[int, int]]:
 def _layer(layer: IntLayer, h: np.ndarray, act_bits: int, integer: bool) -> np.ndarray:
     n = h.shape[0]
     if layer.conv is not None:
-        cols, (oh, ow) = _columns(h, layer.conv)
+        cols, (oh, ow) = im2col(h, layer.conv)
     else:
         cols = h.reshape(n, -1)
     coded = layer.coded
@@ -169,7 +168,8 @@ def _requantize(t: np.ndarray, layer: IntLayer, act_bits: int, integer: bool) ->
     return np.ldexp(q, -layer.f_out)
 
 
-def _maxpool(h: np.ndarray, k: int, s: int) -> np.ndarray:
+def maxpool(h: np.ndarray, k: int, s: int) -> np.ndarray:
+    """Max pooling of (N, C, H, W) values over k x k windows at stride s (no padding)."""
     n, c, hh, ww = h.shape
     oh, ow = (hh - k) // s + 1, (ww - k) // s + 1
     out = np.full((n, c, oh, ow), -np.inf if h.dtype.kind == "f" else np.iinfo(np.int64).min)
@@ -180,7 +180,8 @@ def _maxpool(h: np.ndarray, k: int, s: int) -> np.ndarray:
     return out
 
 
-def _pair(value) -> int:
+def square_size(value) -> int:
+    """The side of a square pooling window or stride given as an int or an equal pair."""
     if isinstance(value, tuple | list):
         if len(set(value)) != 1:
             raise ValueError(f"Only square pooling windows are supported; got {value}.")
@@ -230,8 +231,8 @@ def compile_network(
         elif isinstance(module, nn.MaxPool2d):
             if module.padding not in (0, (0, 0)) or module.dilation not in (1, (1, 1)):
                 raise ValueError(f"MaxPool2d {name!r} with padding or dilation is not supported.")
-            k = _pair(module.kernel_size)
-            s = _pair(module.stride if module.stride is not None else module.kernel_size)
+            k = square_size(module.kernel_size)
+            s = square_size(module.stride if module.stride is not None else module.kernel_size)
             steps.append(("maxpool", k, s))
         elif isinstance(module, SKIPPED):
             continue
@@ -287,10 +288,10 @@ def _calibrate(net: IntegerNetwork, x: np.ndarray) -> None:
         elif step == "flatten":
             h = h.reshape(h.shape[0], -1)
         else:
-            h = _maxpool(h, step[1], step[2])
+            h = maxpool(h, step[1], step[2])
 
 
 def _layer_float_unclipped(layer: IntLayer, h: np.ndarray) -> np.ndarray:
-    cols = _columns(h, layer.conv)[0] if layer.conv is not None else h.reshape(h.shape[0], -1)
+    cols = im2col(h, layer.conv)[0] if layer.conv is not None else h.reshape(h.shape[0], -1)
     t = cols @ layer.coded.matrix.T + layer.bias[None, :]
     return np.maximum(t, 0) if layer.relu else t

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from fewops.nn.coded import CodedConv2d, CodedLinear
-from fewops.nn.integer_network import _columns, _exact_int, _maxpool, _pair
+from fewops.nn.integer_network import exact_int, im2col, maxpool, square_size
 from fewops.sim.evaluate import evaluate
 
 PASS_THROUGH = (nn.Identity, nn.Dropout)
@@ -191,7 +191,7 @@ def _coded(module, x: Value, integer: bool) -> Value:
             "padding": module.padding,
             "dilation": module.dilation,
         }
-        cols, (oh, ow) = _columns(x.a, spec)
+        cols, (oh, ow) = im2col(x.a, spec)
     else:
         cols = x.a.reshape(n, -1)
     exponent = coded.scale_e - coded.graph.output_scale + x.e
@@ -217,7 +217,7 @@ def _bias_int(bias: np.ndarray, exponent: int) -> np.ndarray:
     scaled = np.round(np.ldexp(bias, -exponent))
     if np.abs(scaled).max(initial=0.0) < 2.0**62:
         return scaled.astype(np.int64)
-    return np.array([_exact_int(b, -exponent) for b in bias], dtype=object)
+    return np.array([exact_int(b, -exponent) for b in bias], dtype=object)
 
 
 def _relu(v: Value) -> Value:
@@ -265,9 +265,9 @@ def _reshape(v: Value, start_dim: int) -> Value:
 def _pool_max(v: Value, module: nn.MaxPool2d, name: str) -> Value:
     if module.padding not in (0, (0, 0)) or module.dilation not in (1, (1, 1)):
         raise ValueError(_unsupported(f"MaxPool2d {name!r} with padding or dilation"))
-    k = _pair(module.kernel_size)
-    s = _pair(module.stride if module.stride is not None else module.kernel_size)
-    return Value(_maxpool(v.a, k, s), v.e, v.nonneg, v.narrow, v.divisor)
+    k = square_size(module.kernel_size)
+    s = square_size(module.stride if module.stride is not None else module.kernel_size)
+    return Value(maxpool(v.a, k, s), v.e, v.nonneg, v.narrow, v.divisor)
 
 
 def _global_sum(v: Value, module: nn.AdaptiveAvgPool2d, name: str) -> Value:

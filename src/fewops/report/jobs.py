@@ -6,11 +6,15 @@ import copy
 import time
 from pathlib import Path
 
+from fewops.data import load
+from fewops.io.coded_model import save_compressed
 from fewops.methods.baselines import CSDCode, CSDConfig, DenseCode, DenseConfig
 from fewops.methods.registry import METHODS, demo_config
 from fewops.nn.api import compress_
+from fewops.report.hardware import add_hardware_figures
 from fewops.report.pipeline import float_accuracy, run_method
 from fewops.report.write import build_report, markdown_table, write_report
+from fewops.train.cache import train_or_load
 
 DEMO_HIDDEN = (64, 32)
 DEMO_EPOCHS = 40
@@ -53,9 +57,6 @@ def baselines(
 
 def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, methods=None) -> dict:
     """Train an MLP on digits, code it with every available method, simulate, report."""
-    from fewops.data import load
-    from fewops.train.fit import train_or_load
-
     start = time.perf_counter()
     dataset = load("digits", seed=seed)
     model, info = train_or_load(
@@ -78,8 +79,6 @@ def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, methods=Non
             print(f"coding with {name} ...", flush=True)
         entry, models[name] = run_method(name, model, dataset, demo_config(name), act_bits=act_bits)
         entries.append(entry)
-    from fewops.report.hardware import add_hardware_figures
-
     add_hardware_figures(entries, models)
     report = build_report(
         "digits",
@@ -114,9 +113,6 @@ def run_compress(
     progress: bool = True,
 ) -> dict:
     """Train or load the float model, code it with one method beside the baselines, report."""
-    from fewops.data import load
-    from fewops.train.fit import train_or_load
-
     start = time.perf_counter()
     dataset = load(data, root=data_root, seed=seed)
     model, info = train_or_load(
@@ -136,9 +132,6 @@ def run_compress(
             method, model, dataset, method_config, act_bits=act_bits, simulate=simulate
         )
         entries.append(entry)
-    from fewops.io.coded_model import save_compressed
-    from fewops.report.hardware import add_hardware_figures
-
     add_hardware_figures(entries, models)
     save_compressed(Path(out_dir) / "model", models[method], method, dataset, act_bits, simulate)
     report = build_report(

@@ -11,33 +11,15 @@ import torch
 from torch import nn
 
 from fewops.cost.report import NetworkCost
+from fewops.io.json_values import json_safe_dict
 from fewops.nn.api import coded_layers, compress_
 from fewops.nn.coded import CodedConv2d
+from fewops.nn.geometry import output_positions
 from fewops.nn.integer_network import compile_network
 
 
-def conv_positions(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Output positions (H*W) of every coded conv, found by one forward pass on zeros."""
-    positions: dict[str, int] = {}
-    hooks = []
-    for name, module in coded_layers(model):
-        if isinstance(module, CodedConv2d):
-            hooks.append(
-                module.register_forward_hook(
-                    lambda m, i, o, name=name: positions.__setitem__(name, o.shape[2] * o.shape[3])
-                )
-            )
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros((1, *input_shape)))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return positions
-
-
 def network_cost(model: nn.Module, input_shape) -> NetworkCost:
-    positions = conv_positions(model, input_shape)
+    positions = output_positions(model, input_shape)
     layers = []
     for name, module in coded_layers(model):
         kind = "conv" if isinstance(module, CodedConv2d) else "linear"
@@ -61,12 +43,8 @@ def float_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: i
 
 def config_to_dict(config) -> dict:
     if is_dataclass(config):
-        return {k: v for k, v in asdict(config).items() if _jsonable(v)}
+        return json_safe_dict(asdict(config))
     return {"repr": repr(config)}
-
-
-def _jsonable(value) -> bool:
-    return isinstance(value, int | float | str | bool | type(None) | list | tuple | dict)
 
 
 def run_method(

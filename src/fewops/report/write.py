@@ -78,10 +78,10 @@ def write_markdown(path: Path, report: dict) -> None:
 
 def plot_pareto(path: Path, report: dict) -> None:
     """Accuracy (simulated where available) against adds, one point per method."""
-    import matplotlib
+    import matplotlib  # heavy: matplotlib, only when a report draws figures
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after choosing the Agg backend (no display)
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for m in report["methods"]:

@@ -9,6 +9,7 @@ arrays) beyond.
 from __future__ import annotations
 
 import multiprocessing
+import weakref
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
@@ -20,6 +21,11 @@ from fewops.sim.plan import Plan, plan_for
 
 BLOCK_BYTES = 64 * 2**20  # node-value buffer of one block of vectors
 MIN_BLOCK = 256  # below this many vectors per block, evaluate vector by vector
+
+# Lane widths by graph and input range (see _lane_bits); weak, so it dies with the graph.
+_LANE_BITS: weakref.WeakKeyDictionary[Graph, dict[tuple[int, int], int | None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def evaluate(graph: Graph, x, *, threads: int = 2) -> np.ndarray:
@@ -59,9 +65,22 @@ def evaluate(graph: Graph, x, *, threads: int = 2) -> np.ndarray:
         lanes = 64 // lane_bits
         consts = pack_lanes(np.tile(plan.const_values.astype(np.int64), (lanes, 1)), lane_bits)[0]
     out = _run(plan, words, consts, dtype, max(1, int(threads)))
-    if dtype is not object:
+    if lane_bits is not None:
         out = unpack_lanes(out, lane_bits, batch)
     return out[0] if single else out
+
+
+def graph_matrix(graph: Graph) -> np.ndarray:
+    """The real matrix M (outputs x inputs) with y = M x, for a linear graph (no CONST).
+
+    Evaluates the graph on the identity, so the entries are exactly the graph's (float64 rounds
+    only shifts beyond its range).
+    """
+    if np.any((graph.op == Op.CONST) & (graph.const != 0)):
+        raise ValueError("graph_matrix() needs a linear graph; this one has nonzero constants.")
+    eye = np.eye(graph.num_inputs, dtype=np.int64)
+    y = evaluate(graph, eye)  # (num_inputs, num_outputs)
+    return np.ldexp(np.asarray(y, dtype=np.float64).T, -graph.output_scale)
 
 
 def _run(plan: Plan, words: np.ndarray, consts: np.ndarray, dtype, threads: int) -> np.ndarray:
@@ -94,8 +113,8 @@ def _run(plan: Plan, words: np.ndarray, consts: np.ndarray, dtype, threads: int)
         _FORKED = (plan, words, consts, dtype)
         try:
             ctx = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=len(shares), mp_context=ctx) as pool:
-                parts = list(pool.map(_run_forked_rows, shares))
+            with ProcessPoolExecutor(max_workers=len(shares), mp_context=ctx) as procs:
+                parts = list(procs.map(_run_forked_rows, shares))
         finally:
             _FORKED = None
         return np.concatenate(parts)
@@ -110,6 +129,8 @@ def _can_fork() -> bool:
 
 
 def _run_forked_rows(rows: np.ndarray) -> np.ndarray:
+    if _FORKED is None:  # pragma: no cover - only forked workers run this
+        raise RuntimeError("_run_forked_rows runs only in a worker forked by _run.")
     plan, words, consts, dtype = _FORKED
     return _run_rows(plan, words, consts, dtype, rows)
 
@@ -130,9 +151,9 @@ def _lane_bits(graph: Graph, lo: int, hi: int) -> int | None:
     word ``v0 + v1 * 2**L + ...`` carries every lane through the graph untouched, as long as each
     node's true value fits L signed bits (the inferred widths guarantee it). Two or four vectors
     then cost one numpy element, and the index arrays are read once for all of them. The answer
-    depends only on the graph and the input range, so it is kept per range in ``graph.meta``.
+    depends only on the graph and the input range, so it is kept per graph and range.
     """
-    known = graph.meta.setdefault("_lane_bits", {})
+    known = _LANE_BITS.setdefault(graph, {})
     if (lo, hi) not in known:
         known[(lo, hi)] = _widest_lane(graph, lo, hi)
     return known[(lo, hi)]
@@ -208,6 +229,7 @@ def _evaluate_vector(plan: Plan, x, consts, vals, spare, dtype) -> np.ndarray:
         elif g.kind == Op.NEG:
             np.negative(va, out=res)
         elif g.kind == Op.MUL:
+            assert g.const is not None  # the plan gives every MUL group its constants
             np.multiply(va, g.const.astype(dtype, copy=False), out=res)
         else:  # SHIFT and OUTPUT: the alignment shift is all they do
             res[...] = va
@@ -258,6 +280,7 @@ def _evaluate_block(plan: Plan, x: np.ndarray, consts, dtype) -> np.ndarray:
         elif g.kind == Op.NEG:
             np.negative(va, out=res)
         elif g.kind == Op.MUL:
+            assert g.const is not None  # the plan gives every MUL group its constants
             np.multiply(va, g.const.astype(dtype, copy=False)[:, None], out=res)
         else:
             res[...] = va

@@ -10,6 +10,7 @@ inputs instead, which folds their operand shifts into the table.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,12 +64,17 @@ class Plan:
         return int(self.order.shape[0])
 
 
+# Plans by graph, built once per graph. Graphs are immutable and hash by identity, so a weak
+# mapping keeps each plan exactly as long as its graph lives and never touches ``graph.meta``.
+_PLANS: weakref.WeakKeyDictionary[Graph, Plan] = weakref.WeakKeyDictionary()
+
+
 def plan_for(graph: Graph) -> Plan:
-    """The graph's plan, built once and kept in ``graph.meta``."""
-    plan = graph.meta.get("_eval_plan")
+    """The graph's plan, built once per graph and kept while the graph lives."""
+    plan = _PLANS.get(graph)
     if plan is None:
         plan = make_plan(graph)
-        graph.meta["_eval_plan"] = plan
+        _PLANS[graph] = plan
     return plan
 
 

@@ -17,6 +17,8 @@ from torch import nn
 from fewops.data import default_root, load
 from fewops.io.tensors import load_module_state, read_tensors, save_tensors
 from fewops.models.registry import build
+from fewops.train.distributed import setup_from_env
+from fewops.train.fit import fit
 
 MODEL_CACHE_FORMAT = "fewops-trained-model-1"
 
@@ -49,11 +51,6 @@ def train_or_load(
     ``dataset`` may pass the already loaded data set. Returns (model in eval mode, info) with
     info keys "path", "cached", "history", "test_accuracy", "key".
     """
-    # Imported here, not at the top: fewops.train.fit imports this module to re-export
-    # train_or_load, so a top-level import would be circular.
-    from fewops.train import fit as training
-    from fewops.train.distributed import setup_from_env
-
     data = dataset if dataset is not None else load(dataset_name, data_root, seed=seed)
     options = dict(model_options or {})
     if hidden is not None:
@@ -93,7 +90,7 @@ def train_or_load(
         info = {"history": json.loads(meta.get("history", "{}")), "cached": True}
     else:
         partial = path.with_name(path.stem + ".partial.safetensors")
-        history = training.fit(
+        history = fit(
             model,
             data,
             epochs=epochs,

@@ -6,21 +6,18 @@ only on the weights and optimizer state it starts from. That is what makes a run
 stopped after epoch k and resumed from its checkpoint end with exactly the weights of a run
 that never stopped.
 
-Checkpoints are single safetensors files: tensors for the model and optimizer state, and
-JSON in the header metadata for the epoch, the training settings and the history. They are
-written to a temporary file in the same folder and moved into place with ``os.replace``, so a
-crash leaves either the previous checkpoint or the new one, never half a file.
+The training settings come as keywords or as one :class:`~fewops.train.recipe.Recipe`
+(``fit(model, data, recipe=Recipe(epochs=5, lr=3e-3))``). Checkpoints are in
+:mod:`fewops.train.checkpoint`, distillation in :mod:`fewops.train.distill`, the trained-model
+cache in :mod:`fewops.train.cache`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +27,10 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from fewops.io.tensors import load_module_state, read_tensors, save_tensors
+from fewops.train.arrays import as_tensor, count_correct, resolve_device, training_arrays
 from fewops.train.averaging import WeightAverage, check_decay
-from fewops.train.cache import train_or_load
+from fewops.train.checkpoint import load_checkpoint, save_checkpoint
+from fewops.train.distill import TeacherLogits, check_distillation, distillation_loss
 from fewops.train.distributed import (
     DistContext,
     barrier,
@@ -40,69 +38,20 @@ from fewops.train.distributed import (
     setup_from_env,
     sum_across,
 )
-from fewops.train.recipe import LR_SCHEDULES, OPTIMIZERS
+from fewops.train.recipe import LR_SCHEDULES, OPTIMIZERS, Recipe
+from fewops.train.settings import (
+    AfterStep,
+    Augment,
+    FitSettings,
+    Regularizer,
+    make_optimizer,
+    positive_int,
+    recipe_settings,
+)
 
-CHECKPOINT_FORMAT = "fewops-train-checkpoint-1"
 HISTORY_KEYS = ("epoch", "loss", "train_accuracy", "test_accuracy", "lr", "seconds")
 
-__all__ = [
-    "distillation_loss",
-    "evaluate",
-    "fit",
-    "load_checkpoint",
-    "save_checkpoint",
-    "train_or_load",
-]
-
-Regularizer = Callable[[nn.Module], torch.Tensor]
-AfterStep = Callable[[nn.Module], None]
-Augment = Callable[[torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class _Run:
-    """The settings of one ``fit`` call, checked."""
-
-    epochs: int
-    lr: float
-    batch_size: int
-    seed: int
-    optimizer: str
-    weight_decay: float
-    momentum: float
-    lr_schedule: str | None
-    regularizer: Regularizer | None
-    after_step: AfterStep | None
-    augment: Augment | None
-    distill_T: float = 4.0
-    distill_alpha: float = 0.0
-    ema_decay: float | None = None
-
-    def config(self, world_size: int) -> dict:
-        """The settings a checkpoint must share with a run that resumes it."""
-        config = {
-            "lr": self.lr,
-            "batch_size": self.batch_size,
-            "seed": self.seed,
-            "optimizer": self.optimizer,
-            "weight_decay": self.weight_decay,
-            "momentum": self.momentum,
-            "lr_schedule": self.lr_schedule,
-            "world_size": world_size,
-        }
-        if self.lr_schedule is not None:
-            config["epochs"] = self.epochs  # the schedule's shape depends on the total
-        if self.distill_alpha > 0:  # only then, so older checkpoints still resume
-            config["distill_T"] = self.distill_T
-            config["distill_alpha"] = self.distill_alpha
-        # Always present: an older checkpoint lacks the key, which reads as None (no average).
-        config["ema_decay"] = self.ema_decay
-        return config
-
-    def lr_at(self, epoch: int) -> float:
-        if self.lr_schedule == "cosine":
-            return self.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs))
-        return self.lr
+__all__ = ["evaluate", "fit"]
 
 
 def evaluate(
@@ -117,21 +66,22 @@ def evaluate(
 
     The model runs in eval mode without gradients; its previous mode is restored afterwards.
     """
-    x_t, y_t = _as_tensor(x, torch.float32), _as_tensor(y, torch.int64)
+    x_t, y_t = as_tensor(x, torch.float32), as_tensor(y, torch.int64)
     if x_t.shape[0] == 0 or x_t.shape[0] != y_t.shape[0]:
         raise ValueError(
             f"evaluate needs as many labels as samples, and at least one: got {x_t.shape[0]} "
             f"samples and {y_t.shape[0]} labels."
         )
-    correct = _count_correct(model, x_t, y_t, _positive("batch_size", batch_size), device)
+    correct = count_correct(model, x_t, y_t, positive_int("batch_size", batch_size), device)
     return correct / x_t.shape[0]
 
 
 def fit(
     model: nn.Module,
     dataset: object,
+    recipe: Recipe | None = None,
     *,
-    epochs: int,
+    epochs: int | None = None,
     lr: float = 1e-3,
     batch_size: int = 128,
     seed: int = 0,
@@ -153,6 +103,11 @@ def fit(
     ema_decay: float | None = None,
 ) -> dict[str, list]:
     """Train ``model`` in place on ``dataset.x_train``/``y_train`` with cross-entropy.
+
+    The settings ``epochs`` ... ``ema_decay`` come either as keywords or all from ``recipe``
+    (``Recipe.fit_kwargs()``); passing a recipe and one of its settings as a keyword (other than
+    its default) is a TypeError, so no setting is silently dropped. Without a recipe,
+    ``epochs`` is required.
 
     ``optimizer`` is "adam", "adamw" or "sgd" (with ``momentum``); ``lr_schedule`` None keeps
     ``lr``, "cosine" anneals it per epoch towards 0. ``regularizer(model)`` returns a scalar
@@ -183,6 +138,14 @@ def fit(
     Returns the history: per epoch "epoch", "loss", "train_accuracy", "test_accuracy" (None
     without test data), "lr", "seconds".
     """
+    if recipe is not None:
+        epochs, lr, batch_size, seed, optimizer, weight_decay, lr_schedule, ema_decay = (
+            recipe_settings(recipe, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                            optimizer=optimizer, weight_decay=weight_decay,
+                            lr_schedule=lr_schedule, ema_decay=ema_decay)
+        )  # fmt: skip
+    if epochs is None:
+        raise TypeError("fit needs epochs=..., or a recipe=Recipe(...) holding them.")
     if not isinstance(model, nn.Module):
         raise TypeError(f"fit trains a torch.nn.Module, got {type(model).__name__}.")
     if optimizer not in OPTIMIZERS:
@@ -193,28 +156,11 @@ def fit(
         raise ValueError(f"lr must be a positive number, got {lr!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
-    if teacher is not None and not isinstance(teacher, nn.Module | np.ndarray | torch.Tensor):
-        raise TypeError(
-            f"teacher must be a torch.nn.Module or an array of its training-set logits, got "
-            f"{type(teacher).__name__}."
-        )
-    if teacher is not None:
-        if (
-            isinstance(distill_T, bool)
-            or not isinstance(distill_T, int | float)
-            or not (distill_T > 0)
-        ):
-            raise ValueError(f"distill_T must be a positive number, got {distill_T!r}.")
-        if (
-            isinstance(distill_alpha, bool)
-            or not isinstance(distill_alpha, int | float)
-            or not (0 < distill_alpha <= 1)
-        ):
-            raise ValueError(f"distill_alpha must be in (0, 1], got {distill_alpha!r}.")
-    run = _Run(
-        epochs=_positive("epochs", epochs),
+    check_distillation(teacher, distill_T, distill_alpha)
+    run = FitSettings(
+        epochs=positive_int("epochs", epochs),
         lr=float(lr),
-        batch_size=_positive("batch_size", batch_size),
+        batch_size=positive_int("batch_size", batch_size),
         seed=seed,
         optimizer=optimizer,
         weight_decay=float(weight_decay),
@@ -227,10 +173,10 @@ def fit(
         distill_alpha=float(distill_alpha) if teacher is not None else 0.0,
         ema_decay=check_decay(ema_decay),
     )
-    arrays = _training_arrays(dataset)
+    arrays = training_arrays(dataset)
     previous_threads = torch.get_num_threads()
     if num_threads is not None:
-        torch.set_num_threads(_positive("num_threads", num_threads))
+        torch.set_num_threads(positive_int("num_threads", num_threads))
     try:
         checkpoint = None if checkpoint is None else Path(checkpoint)
         return _train(model, arrays, run, checkpoint, resume, progress, device, teacher)
@@ -240,15 +186,19 @@ def fit(
 
 
 def _train(
-    model, arrays, run: _Run, checkpoint, resume, progress, device, teacher=None
+    model, arrays, run: FitSettings, checkpoint, resume, progress, device, teacher=None
 ) -> dict[str, list]:
     x_train, y_train, x_test, y_test = arrays
-    device = _resolve_device(model, device)
+    device = resolve_device(model, device)
     model.to(device)
-    soft = _Teacher(teacher, x_train, run, device) if teacher is not None else None
+    soft = (
+        TeacherLogits(teacher, x_train, run.augment is not None, device)
+        if teacher is not None
+        else None
+    )
     ctx = setup_from_env(device)
     config = run.config(ctx.world_size)
-    opt = _make_optimizer(model, run)
+    opt = make_optimizer(model, run)
     average = WeightAverage(model, run.ema_decay) if run.ema_decay is not None else None
     history: dict[str, list] = {key: [] for key in HISTORY_KEYS}
     start = 0
@@ -312,10 +262,10 @@ def _train(
 
 
 def _run_epoch(
-    net, model, opt, x_train, y_train, order, run: _Run, bar, soft=None, average=None
+    net, model, opt, x_train, y_train, order, run: FitSettings, bar, soft=None, average=None
 ) -> tuple[float, float]:
     """One pass over ``order``; returns (summed loss, number correct) for this process."""
-    device = _resolve_device(model, None)
+    device = resolve_device(model, None)
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -349,214 +299,7 @@ def _run_epoch(
     return loss_sum.item(), float(correct.item())
 
 
-def save_checkpoint(
-    path: str | Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    *,
-    epoch: int,
-    config: dict,
-    history: dict,
-    average: WeightAverage | None = None,
-) -> None:
-    """Write model and optimizer state (and a weight average) atomically as one safetensors
-    file."""
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    if average is not None:
-        tensors.update(average.tensors())
-    opt_state = optimizer.state_dict()
-    state_json: dict[str, dict] = {}
-    for param_id, state in opt_state["state"].items():
-        entry = {}
-        for key, value in state.items():
-            if torch.is_tensor(value):
-                tensors[f"optimizer.{param_id}.{key}"] = value
-                entry[key] = {"tensor": f"optimizer.{param_id}.{key}"}
-            else:
-                entry[key] = {"value": value}
-        state_json[str(param_id)] = entry
-    metadata = {
-        "format": CHECKPOINT_FORMAT,
-        "epoch": str(int(epoch)),
-        "config": json.dumps(config, sort_keys=True),
-        "history": json.dumps(history),
-        "optimizer": json.dumps({"state": state_json, "param_groups": opt_state["param_groups"]}),
-    }
-    if average is not None:
-        metadata["ema_updates"] = str(average.updates)
-    save_tensors(path, tensors, metadata)
-
-
-def load_checkpoint(
-    path: str | Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    *,
-    config: dict | None = None,
-    average: WeightAverage | None = None,
-) -> tuple[int, dict[str, list]]:
-    """Restore model (and optimizer, and weight average) state from ``path``; return (epochs
-    done, history).
-
-    With ``config``, every setting in it must equal the one the checkpoint was written with.
-    """
-    path = Path(path)
-    tensors, meta = read_tensors(path, expected_format=CHECKPOINT_FORMAT, what="checkpoint")
-    try:
-        epoch = int(meta["epoch"])
-        saved_config = json.loads(meta["config"])
-        history = json.loads(meta["history"])
-        opt_json = json.loads(meta["optimizer"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ValueError(f"The checkpoint {path} has corrupt metadata ({exc}).") from exc
-    for key, value in (config or {}).items():
-        if saved_config.get(key) != value:
-            raise ValueError(
-                f"The checkpoint {path} was written with {key}={saved_config.get(key)!r}, but "
-                f"this run has {key}={value!r}; resuming would mix two different runs. Pass "
-                "resume=False to start over, or use another checkpoint path."
-            )
-    load_module_state(path, model, tensors, prefix="model.")
-    if optimizer is not None:
-        try:
-            state = {
-                int(pid): {
-                    k: tensors[v["tensor"]] if "tensor" in v else v["value"]
-                    for k, v in entry.items()
-                }
-                for pid, entry in opt_json["state"].items()
-            }
-            optimizer.load_state_dict({"state": state, "param_groups": opt_json["param_groups"]})
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ValueError(
-                f"The optimizer state in checkpoint {path} does not fit this optimizer ({exc})."
-            ) from exc
-    if average is not None:
-        try:
-            updates = int(meta["ema_updates"])
-        except (KeyError, ValueError) as exc:
-            raise ValueError(f"The checkpoint {path} has no weight-average step count.") from exc
-        average.load(tensors, updates, str(path))
-    return epoch, history
-
-
-def distillation_loss(
-    logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor, T: float, alpha: float
-) -> torch.Tensor:
-    """``(1 - alpha) * CE(logits, labels) + alpha * T**2 * KL(p_teacher,T || p_student,T)``,
-    averaged over the batch."""
-    hard = F.cross_entropy(logits, labels)
-    if alpha <= 0:
-        return hard
-    soft = F.kl_div(
-        F.log_softmax(logits / T, dim=1),
-        F.log_softmax(teacher_logits.to(logits.dtype) / T, dim=1),
-        reduction="batchmean",
-        log_target=True,
-    )
-    return (1.0 - alpha) * hard + alpha * (T * T) * soft
-
-
-class _Teacher:
-    """Teacher logits per batch: precomputed once over x_train, or computed per (augmented)
-    batch when the batches are transformed."""
-
-    def __init__(self, teacher, x_train: torch.Tensor, run: _Run, device) -> None:
-        self.model = None
-        self.table = None
-        if isinstance(teacher, nn.Module):
-            if run.augment is not None:
-                self.model = teacher
-            else:
-                self.table = _teacher_logits(teacher, x_train, device)
-        else:
-            table = _as_tensor(teacher, torch.float32)
-            if table.ndim != 2 or table.shape[0] != len(x_train):
-                raise ValueError(
-                    f"teacher logits must have shape (number of training samples, classes) = "
-                    f"({len(x_train)}, classes); got {tuple(table.shape)}."
-                )
-            if run.augment is not None:
-                raise ValueError(
-                    "Precomputed teacher logits cannot follow augmented batches; pass the "
-                    "teacher model instead."
-                )
-            self.table = table.to(device)
-
-    def logits(self, index: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
-        if self.table is not None:
-            return self.table[index.to(self.table.device)]
-        return _teacher_logits(self.model, xb, xb.device)
-
-
-@torch.no_grad()
-def _teacher_logits(teacher: nn.Module, x: torch.Tensor, device, batch_size: int = 512):
-    was_training = teacher.training
-    teacher.eval()
-    try:
-        parts = [
-            teacher(x[start : start + batch_size].to(device)).float()
-            for start in range(0, x.shape[0], batch_size)
-        ]
-    finally:
-        teacher.train(was_training)
-    return torch.cat(parts)
-
-
 # ---------------------------------------------------------------- helpers
-
-
-def _positive(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return value
-
-
-def _as_tensor(values: object, dtype: torch.dtype) -> torch.Tensor:
-    if isinstance(values, torch.Tensor):
-        return values.to(dtype)
-    array = np.asarray(values)
-    if not array.flags.writeable:  # torch warns on read-only numpy memory
-        array = array.copy()
-    return torch.from_numpy(array).to(dtype)
-
-
-def _training_arrays(dataset: object):
-    missing = [a for a in ("x_train", "y_train") if getattr(dataset, a, None) is None]
-    if missing:
-        raise TypeError(
-            f"fit needs a data set with x_train and y_train (e.g. fewops.data.load(...)); "
-            f"{type(dataset).__name__} lacks {', '.join(missing)}."
-        )
-    x_train = _as_tensor(dataset.x_train, torch.float32)
-    y_train = _as_tensor(dataset.y_train, torch.int64)
-    if len(x_train) == 0 or len(x_train) != len(y_train):
-        raise ValueError(
-            f"fit needs as many training labels as samples, and at least one: got "
-            f"{len(x_train)} samples and {len(y_train)} labels."
-        )
-    x_test, y_test = getattr(dataset, "x_test", None), getattr(dataset, "y_test", None)
-    if x_test is None or y_test is None or len(x_test) == 0:
-        return x_train, y_train, None, None
-    return x_train, y_train, _as_tensor(x_test, torch.float32), _as_tensor(y_test, torch.int64)
-
-
-def _resolve_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
-
-
-def _make_optimizer(model: nn.Module, run: _Run) -> torch.optim.Optimizer:
-    params = list(model.parameters())
-    if not params:
-        raise ValueError("fit needs a model with parameters to train; this one has none.")
-    if run.optimizer == "adam":
-        return torch.optim.Adam(params, lr=run.lr, weight_decay=run.weight_decay)
-    if run.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=run.lr, weight_decay=run.weight_decay)
-    return torch.optim.SGD(params, lr=run.lr, momentum=run.momentum, weight_decay=run.weight_decay)
 
 
 def _seed_everything(seed: int, epoch: int, rank: int) -> None:
@@ -576,26 +319,11 @@ def _check_penalty(value: object) -> torch.Tensor:
     return value.reshape(())
 
 
-@torch.no_grad()
-def _count_correct(model: nn.Module, x, y, batch_size: int, device=None) -> int:
-    device = _resolve_device(model, device)
-    was_training = model.training
-    model.eval()
-    correct = 0
-    try:
-        for start in range(0, x.shape[0], batch_size):
-            logits = model(x[start : start + batch_size].to(device))
-            correct += int((logits.argmax(dim=1) == y[start : start + batch_size].to(device)).sum())
-    finally:
-        model.train(was_training)
-    return correct
-
-
 def _sharded_accuracy(ctx: DistContext, model, x_test, y_test, device) -> float | None:
     if x_test is None:
         return None
     # Each process scores its own slice of the test set; the counts are summed.
     x_part, y_part = x_test[ctx.rank :: ctx.world_size], y_test[ctx.rank :: ctx.world_size]
-    correct = _count_correct(model, x_part, y_part, 512, device) if len(y_part) else 0
+    correct = count_correct(model, x_part, y_part, 512, device) if len(y_part) else 0
     total_correct, total = sum_across(ctx, [float(correct), float(len(y_part))], device)
     return total_correct / total

@@ -11,14 +11,17 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+from tqdm import tqdm
 
 from fewops.codes.base import CodedMatrix
 from fewops.codes.common import check_matrix, sqnr_db
+from fewops.codes.lcc import core
 from fewops.codes.lcc.algorithms import ALGORITHMS, run_algorithm
 from fewops.codes.lcc.core import SliceCode
 from fewops.codes.lcc.lower import to_graph
 from fewops.cost.count import GraphCost, count_graph
 from fewops.graph.graph import Graph
+from fewops.graph.widths import datapath_bits
 
 # Beyond this the float64 search cannot see the residual any more.
 MAX_TARGET_DB = 200.0
@@ -98,8 +101,6 @@ class LCCResult:
     def datapath_bits(self) -> int:
         """The widest integer of the exact fixed-point graph for 8-bit signed inputs (dmp and rs
         reach high SQNRs on thin slices through very fine shifts: see docs/lcc_network.md)."""
-        from fewops.graph.widths import datapath_bits
-
         return datapath_bits(self.graph)
 
     @property
@@ -154,10 +155,9 @@ class LCCResult:
 def _worker_init() -> None:
     """One thread per worker process: the workers already use every core, and oversubscribed
     BLAS / torch threads cost more CPU than they save (results do not depend on threads)."""
-    from fewops.codes.lcc import core
-
     core.FAST_THREADS = 1
     try:
+        # optional: threadpoolctl (it comes with scikit-learn, but the workers run without it)
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
         return
@@ -261,8 +261,6 @@ def decompose(
 def _map(jobs, workers: int, progress: bool):
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(jobs), desc="lcc slices", unit="slice")
     try:
         if workers <= 1:

@@ -17,12 +17,17 @@ simulation and Verilog read like any other.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
+from fewops.codes import csd
+from fewops.codes.base import CodedMatrix
 from fewops.codes.common import check_matrix, sqnr_db
+from fewops.codes.lcc.api import decompose
+from fewops.cost.count import count_graph
 from fewops.graph.builder import GraphBuilder, emit_outputs, sum_terms
 from fewops.graph.graph import Graph
 from fewops.graph.ops import Op
@@ -131,6 +136,7 @@ def cluster_columns(
     (the least-squares centre of each cluster, the default) or "exemplar" (AP's chosen column).
     If affinity propagation does not converge, every column keeps its own cluster.
     """
+    # heavy: scikit-learn (about a second to import), needed only to cluster columns
     from sklearn.cluster import AffinityPropagation
     from sklearn.exceptions import ConvergenceWarning
 
@@ -343,10 +349,6 @@ def share_and_decompose(
     inputs; None: any width, with a warning above WIDE_DATAPATH_BITS) is redone with grow;
     ``extra["algorithm_used"]`` and ``extra["width_fallback"]`` say so.
     """
-    import time
-
-    from fewops.codes.base import CodedMatrix
-
     t0 = time.perf_counter()
     w = check_matrix(w)
     if not np.any(w):
@@ -375,7 +377,6 @@ def share_and_decompose(
             np.count_nonzero(code.out_src >= 0)
         )
     method = "fs-lcc" if algorithm == "fs" else "lcc"
-    from fewops.cost.count import count_graph
 
     total_adds = count_graph(graph).adds
     bits = datapath_bits(graph)
@@ -425,8 +426,7 @@ def share_and_decompose(
     )
     # The graph computes W_hat exactly; evaluating the graph on every unit vector to get it back
     # would cost (inputs x nodes) work, so the decoded matrix is handed over directly.
-    coded.__dict__["matrix"] = w_hat
-    return coded
+    return coded.with_known_matrix(w_hat)
 
 
 def _decompose_within_width(centres, lcc_db, algorithm, kw, max_bits):
@@ -437,8 +437,6 @@ def _decompose_within_width(centres, lcc_db, algorithm, kw, max_bits):
     shifts (see WIDE_DATAPATH_BITS): a code wider than ``max_bits`` (None: no limit) is redone
     with grow, and the record keeps what the requested algorithm needed.
     """
-    from fewops.codes.lcc import decompose
-
     try:
         result = decompose(centres, lcc_db, algorithm=algorithm, **kw)
     except ValueError as exc:
@@ -463,8 +461,6 @@ def _decompose_within_width(centres, lcc_db, algorithm, kw, max_bits):
 
 
 def _csd_adds(w: np.ndarray, bits: int) -> int:
-    from fewops.codes import csd
-
     if not np.any(w):
         return 0
     return csd.adds_for_integer_matrix(csd.quantize(w, bits)[0])

@@ -9,6 +9,7 @@ to S terms each, a fully sequential step is one codeword with two terms.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -106,7 +107,7 @@ def _fast_argmax(resid: np.ndarray, dic: np.ndarray, dnorm: np.ndarray) -> np.nd
     bits of 4a/3 gives it without a logarithm. Row chunks run on up to FAST_THREADS threads with
     one torch thread each, so results do not depend on the machine's thread settings.
     """
-    import torch
+    import torch  # heavy: torch, only for the float32 search on big slices; codes stay numpy
 
     dic_t = torch.from_numpy(np.ascontiguousarray(dic.T, dtype=np.float32))
     dn = torch.from_numpy(dnorm.astype(np.float32))
@@ -186,7 +187,7 @@ def _fast_top(resid, dic, dnorm, k):
     power-of-two terms are almost always among the 3k best least-squares ones; the caller
     scores the candidates exactly in float64.
     """
-    import torch
+    import torch  # heavy: torch, only for the float32 search on big slices; codes stay numpy
 
     width = min(3 * k, dic.shape[0])
     dic_t = torch.from_numpy(np.ascontiguousarray(dic.T, dtype=np.float32))
@@ -211,14 +212,12 @@ def _fast_top(resid, dic, dnorm, k):
 def _run_chunks(run, starts: list[int]) -> None:
     """``run(lo)`` for every chunk start on up to FAST_THREADS threads, one torch thread each
     (each chunk writes its own rows, so the result does not depend on the thread count)."""
-    import torch
+    import torch  # heavy: torch, only for the float32 search on big slices; codes stay numpy
 
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         if len(starts) > 1 and FAST_THREADS > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
             with ThreadPoolExecutor(max_workers=FAST_THREADS) as pool:
                 list(pool.map(run, starts))
         else:

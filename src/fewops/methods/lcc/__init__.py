@@ -4,7 +4,14 @@ Importing the package registers the handler, so ``compress_(model, LCCConfig())`
 as the config can be named.
 """
 
-from fewops.methods.lcc.config import LCCConfig
-from fewops.methods.lcc.handler import LCC_PRESETS
+from fewops.methods.lcc import handler  # noqa: F401  (importing it registers the handler)
+from fewops.methods.lcc.config import (
+    LCC_PRESETS,
+    CodeFinetune,
+    LCCCode,
+    LCCConfig,
+    LCCSearch,
+    PruneSettings,
+)
 
-__all__ = ["LCC_PRESETS", "LCCConfig"]
+__all__ = ["LCC_PRESETS", "CodeFinetune", "LCCCode", "LCCConfig", "LCCSearch", "PruneSettings"]

@@ -1,4 +1,12 @@
-"""Configuration of the LCC network pipeline and the checks made before it runs."""
+"""Configuration of the LCC network pipeline, its named presets and the checks made before it runs.
+
+:class:`LCCConfig` is made of small parts: the code of every layer (:class:`LCCCode`, the only
+part per-layer overrides may change), the SQNR search (:class:`LCCSearch`), group-lasso pruning
+(:class:`PruneSettings`), progressive coding (:class:`CodeFinetune`) and the training recipe
+(:class:`~fewops.train.recipe.Recipe`, shared with every method). How a run uses the machine
+(worker processes, torch threads, progress bars, the pruned-model cache) is not configuration:
+those are keyword arguments of ``compress_``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,7 @@ from torch import nn
 from fewops.codes.lcc.algorithms import ALGORITHMS as MATRIX_ALGORITHMS
 from fewops.nn.api import LayerSelection
 from fewops.nn.coded import CodedConv2d, CodedLinear
+from fewops.train.recipe import Recipe, check_count, check_positive
 
 # Every matrix algorithm of fewops.codes.lcc ("dmp", "rs", "fs", "mixed", "grow", "chain", "best").
 ALGORITHMS = tuple(MATRIX_ALGORITHMS)
@@ -28,119 +37,227 @@ class ToleranceNotMet(UserWarning):
     """The accuracy tolerance could not be met; the best coding found is used and reported."""
 
 
+def _check_fraction(owner: str, name: str, value: object, *, closed_low: bool = True) -> None:
+    """``value`` must be an accuracy fraction in [0, 1) (or (0, 1) without ``closed_low``)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    ok = ok and (0 <= value < 1 if closed_low else 0 < value < 1)
+    if not ok:
+        low = "[0, 1)" if closed_low else "(0, 1)"
+        raise ValueError(
+            f"{owner}.{name} is an accuracy fraction in {low} (0.005 = 0.5 points); "
+            f"got {value!r}."
+        )
+
+
 @dataclass(frozen=True)
-class LCCConfig:
-    """Linear computation coding of a network, with optional pruning and column sharing.
+class LCCCode:
+    """How each layer is coded: the LCC algorithm, its parameters and the layer's SQNR."""
 
-    SQNR: ``target_db`` codes every layer at that SQNR (no search, no data needed); None
-    searches per-layer SQNRs in ``db_min..db_max`` (steps of ``db_step``) keeping accuracy
-    within ``tolerance`` (a fraction: 0.005 = 0.5 points) of the float model.
-    LCC: ``algorithm`` ("dmp", "rs", "fs" = fs-LCC, "mixed", "grow", "chain", "best"), ``S`` terms per
-    wiring row, ``mem`` beam width (rs), ``slice_width`` (None: about log2(rows)).
-    Pruning: ``prune_lambda`` (0 = off), ``prune_layers`` (names; None = every coded layer),
-    ``prune_epochs``, ``finetune_epochs``, ``lr``; ``prune_relative`` scales each layer's
-    threshold by its RMS group norm (lambda is then a unitless rate, see
-    :class:`fewops.methods.lcc.prune.GroupProx`); ``train_threads`` torch threads while training;
-    ``prune_cache`` a folder where the pruned model is kept, keyed by the float weights, the
-    training set and the pruning settings, so a second run with the same ones skips training.
-    Progressive coding (``code_finetune_epochs > 0``, needs data): the layers are coded in
-    ``code_groups`` contiguous groups in model order (None: one layer per group); after each
-    group the parameters still in float (later layers, every bias, normalisations) are
-    fine-tuned for ``code_finetune_epochs`` epochs at a cosine-annealed rate from
-    ``code_finetune_lr`` (None: ``lr``), which absorbs that group's coding error. A group that
-    is followed by fine-tuning may lose ``code_finetune_slack`` (accuracy fraction) more on the
-    noise proxy than the tolerance allows; after its fine-tuning it must be back within
-    ``proxy_share * tolerance`` (the last group: within ``tolerance``; a group that fine-tuning
-    still follows and that starts below that floor is measured against its starting accuracy
-    instead), else it is coded again ``db_step`` higher (``max_rounds`` times).
-    ``fold_batchnorm``: a BatchNorm that alone reads a coded layer is folded into it (running
-    statistics) right before the layer is coded, so no per-channel multiplier is left beside
-    the coded adds (:mod:`fewops.nn.fold`).
-    Sharing: ``share``; clusters are kept at the layer's SQNR + ``share_margin_db``.
-    ``max_datapath_bits``: a layer whose dmp / rs / mixed code needs a wider exact datapath
-    (8-bit inputs) is coded with grow instead, and its stage record says so (None: keep it).
-    ``workers`` processes code layers in parallel (None: CPU count). ``search_samples``
-    training samples form the search set unless ``validation=(x, y)`` is passed.
-    """
-
-    algorithm: str = "dmp"
+    algorithm: str = field(default="dmp", metadata={"choices": ALGORITHMS})
+    """LCC algorithm: dmp, rs, fs (fs-LCC), mixed, grow, chain or best"""
     S: int = 2
+    """terms per wiring row (dmp, rs)"""
     mem: int = 8
+    """beam width (rs)"""
     slice_width: int | None = None
+    """columns per slice (none: about log2 of the rows)"""
     target_db: float | None = None
-    tolerance: float = 0.005
-    db_min: float = 8.0
-    db_max: float = 40.0
-    db_step: float = 2.0
-    max_rounds: int = 3
-    proxy_share: float = 0.6
-    prune_lambda: float = 0.0
-    prune_layers: tuple[str, ...] | None = None
-    prune_epochs: int = 3
-    finetune_epochs: int = 1
-    lr: float = 1e-3
-    prune_relative: bool = True
-    train_threads: int | None = None
-    prune_cache: str | None = None
-    code_finetune_epochs: int = 0
-    code_groups: int | None = None
-    code_finetune_lr: float | None = None
-    code_finetune_slack: float = 0.01
-    fold_batchnorm: bool = True
-    share: bool = True
-    share_margin_db: float = 6.0
+    """code every layer at this SQNR in dB, with no search and no data (none: search per layer)"""
     max_datapath_bits: int | None = 64
-    csd_bits: int = 8
-    workers: int | None = None
-    search_samples: int = 5000
-    seed: int = 0
-    progress: bool = False
-    layers: LayerSelection = field(default_factory=LayerSelection)
+    """recode with grow a layer whose dmp/rs/mixed code needs a wider exact datapath for 8-bit
+    inputs (none: keep it)"""
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise ValueError(
                 f"Unknown LCC algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}."
             )
-        if self.target_db is not None and not (0 < self.target_db <= 200):
-            raise ValueError(f"target_db must be in (0, 200] dB; got {self.target_db}.")
-        if not (0 <= self.tolerance < 1):
+        check_count("LCCCode", "S", self.S, 1)
+        check_count("LCCCode", "mem", self.mem, 1)
+        if self.slice_width is not None:
+            check_count("LCCCode", "slice_width", self.slice_width, 1)
+        if self.target_db is not None and not (
+            isinstance(self.target_db, int | float) and 0 < self.target_db <= 200
+        ):
+            raise ValueError(f"LCCCode.target_db must be in (0, 200] dB; got {self.target_db!r}.")
+        if self.max_datapath_bits is not None and not (
+            isinstance(self.max_datapath_bits, int) and self.max_datapath_bits >= 8
+        ):
             raise ValueError(
-                f"tolerance is an accuracy fraction in [0, 1) (0.005 = 0.5 points); got {self.tolerance}."
+                f"LCCCode.max_datapath_bits must be None or at least 8 (the input width); got "
+                f"{self.max_datapath_bits!r}."
             )
-        if not (0 < self.db_min <= self.db_max <= 200) or self.db_step <= 0:
+
+
+@dataclass(frozen=True)
+class LCCSearch:
+    """The per-layer SQNR search: a noise proxy first, then real codes raised until they pass."""
+
+    tolerance: float = 0.005
+    """accuracy loss allowed against the float model, as a fraction (0.005 = 0.5 points)"""
+    db_min: float = 8.0
+    """lowest SQNR in dB the search tries"""
+    db_max: float = 40.0
+    """highest SQNR in dB the search tries"""
+    db_step: float = 2.0
+    """SQNR step in dB of the search, and of each raise after a miss"""
+    max_rounds: int = 3
+    """codings of all layers (or of a progressive group), each db-step higher, before settling"""
+    proxy_share: float = 0.6
+    """share of the tolerance the noise-proxy search may use"""
+    search_samples: int = 5000
+    """training samples forming the search set (unless validation is given)"""
+
+    def __post_init__(self) -> None:
+        _check_fraction("LCCSearch", "tolerance", self.tolerance)
+        if not all(
+            isinstance(v, int | float) and not isinstance(v, bool)
+            for v in (self.db_min, self.db_max, self.db_step)
+        ) or not (0 < self.db_min <= self.db_max <= 200 and self.db_step > 0):
             raise ValueError(
-                f"Need 0 < db_min <= db_max <= 200 and db_step > 0; got db_min={self.db_min}, "
-                f"db_max={self.db_max}, db_step={self.db_step}."
+                f"LCCSearch needs 0 < db_min <= db_max <= 200 and db_step > 0; got "
+                f"db_min={self.db_min!r}, db_max={self.db_max!r}, db_step={self.db_step!r}."
             )
-        if not (self.prune_lambda >= 0 and math.isfinite(self.prune_lambda)):
-            raise ValueError(f"prune_lambda must be a finite number >= 0; got {self.prune_lambda}.")
-        if not (0 < self.proxy_share <= 1):
-            raise ValueError(f"proxy_share must be in (0, 1]; got {self.proxy_share}.")
-        if self.max_datapath_bits is not None and self.max_datapath_bits < 8:
+        check_count("LCCSearch", "max_rounds", self.max_rounds, 1)
+        if not (isinstance(self.proxy_share, int | float) and 0 < self.proxy_share <= 1):
+            raise ValueError(f"LCCSearch.proxy_share must be in (0, 1]; got {self.proxy_share!r}.")
+        check_count("LCCSearch", "search_samples", self.search_samples, 1)
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """Group-lasso pruning of whole input columns/channels before coding (off at lambda 0).
+
+    It trains for ``train.epochs`` epochs with the config's recipe, removes the zero groups and
+    fine-tunes for ``finetune_epochs`` epochs at a cosine-annealed rate."""
+
+    prune_lambda: float = 0.0
+    """group-lasso strength (0: no pruning)"""
+    prune_layers: tuple[str, ...] | None = None
+    """layers to prune, by name (none: every coded layer with more than one input group)"""
+    finetune_epochs: int = 1
+    """epochs of fine-tuning after the zero groups are removed"""
+    prune_relative: bool = True
+    """scale each layer's threshold by its RMS group norm, so lambda is a unitless rate (off: one
+    threshold lr*lambda for all layers)"""
+
+    def __post_init__(self) -> None:
+        if not (
+            isinstance(self.prune_lambda, int | float)
+            and not isinstance(self.prune_lambda, bool)
+            and math.isfinite(self.prune_lambda)
+            and self.prune_lambda >= 0
+        ):
             raise ValueError(
-                f"max_datapath_bits must be None or at least 8 (the input width); got "
-                f"{self.max_datapath_bits}."
+                f"PruneSettings.prune_lambda must be a finite number >= 0; got "
+                f"{self.prune_lambda!r}."
             )
-        if self.max_rounds < 1 or self.S < 1 or self.mem < 1:
-            raise ValueError("max_rounds, S and mem must each be at least 1.")
-        if self.code_finetune_epochs < 0:
+        check_count("PruneSettings", "finetune_epochs", self.finetune_epochs, 0)
+
+
+@dataclass(frozen=True)
+class CodeFinetune:
+    """Progressive coding (needs data): the layers are coded in groups in model order, and the
+    parameters still in float are fine-tuned after each group, absorbing its coding error."""
+
+    code_finetune_epochs: int = 0
+    """epochs of fine-tuning the float rest after each coded group (0: code all layers at once)"""
+    code_groups: int | None = None
+    """contiguous groups of layers coded together (none: one layer per group)"""
+    code_finetune_lr: float | None = None
+    """initial rate of the cosine-annealed fine-tuning (none: the recipe's lr)"""
+    code_finetune_slack: float = 0.01
+    """extra proxy accuracy loss (a fraction) allowed for a group that fine-tuning follows"""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.code_finetune_epochs, bool) or not (
+            isinstance(self.code_finetune_epochs, int) and self.code_finetune_epochs >= 0
+        ):
             raise ValueError(
-                f"code_finetune_epochs must be >= 0 (0: no progressive coding); got "
-                f"{self.code_finetune_epochs}."
+                f"CodeFinetune.code_finetune_epochs must be >= 0 (0: no progressive coding); "
+                f"got {self.code_finetune_epochs!r}."
             )
-        if self.code_groups is not None and self.code_groups < 1:
-            raise ValueError(f"code_groups must be None or >= 1; got {self.code_groups}.")
-        if self.code_finetune_lr is not None and not (self.code_finetune_lr > 0):
-            raise ValueError(f"code_finetune_lr must be > 0; got {self.code_finetune_lr}.")
-        if not (0 <= self.code_finetune_slack < 1):
+        if self.code_groups is not None and not (
+            isinstance(self.code_groups, int) and self.code_groups >= 1
+        ):
             raise ValueError(
-                f"code_finetune_slack is an accuracy fraction in [0, 1); got "
-                f"{self.code_finetune_slack}."
+                f"CodeFinetune.code_groups must be None or >= 1; got {self.code_groups!r}."
+            )
+        check_positive("CodeFinetune", "code_finetune_lr", self.code_finetune_lr, optional=True)
+        _check_fraction("CodeFinetune", "code_finetune_slack", self.code_finetune_slack)
+
+
+def default_recipe() -> Recipe:
+    """LCC's training recipe: 3 epochs of group-lasso training (when pruning) at lr 1e-3."""
+    return Recipe(epochs=3)
+
+
+@dataclass(frozen=True)
+class LCCConfig:
+    """Linear computation coding of a network, with optional pruning and column sharing.
+
+    ``code.target_db`` codes every layer at that SQNR (no search, no data needed); None searches
+    per-layer SQNRs in ``search.db_min..db_max`` keeping accuracy within ``search.tolerance`` of
+    the float model (:class:`LCCSearch`). Pruning (:class:`PruneSettings`) and progressive coding
+    (:class:`CodeFinetune`) train with ``train`` (its ``epochs`` are the group-lasso training's;
+    its ``seed`` also seeds the search set, the noise proxy and the LCC algorithms). With
+    ``share`` input columns are clustered (affinity propagation) at the layer's SQNR plus
+    ``share_margin_db`` before LCC. ``fold_batchnorm`` folds a BatchNorm that alone reads a coded
+    layer into it right before the layer is coded (:mod:`fewops.nn.fold`). ``validation=(x, y)``
+    replaces the search set (``search.search_samples`` training samples).
+    """
+
+    code: LCCCode = field(default_factory=LCCCode)
+    """the code of every layer (per-layer overrides change only this)"""
+    search: LCCSearch = field(default_factory=LCCSearch)
+    """the per-layer SQNR search"""
+    prune: PruneSettings = field(default_factory=PruneSettings)
+    """group-lasso pruning before coding"""
+    progressive: CodeFinetune = field(default_factory=CodeFinetune)
+    """progressive coding with fine-tuning between groups"""
+    train: Recipe = field(default_factory=default_recipe)
+    """the training recipe of pruning and fine-tuning (epochs: group-lasso training epochs)"""
+    share: bool = True
+    """cluster the input columns of each layer (affinity propagation) before LCC"""
+    share_margin_db: float = 6.0
+    """clusters are kept at the layer's SQNR plus this margin in dB"""
+    fold_batchnorm: bool = True
+    """fold a BatchNorm that alone reads a coded layer into it before coding"""
+    csd_bits: int = 8
+    """fixed-point width of the dense CSD counts the report compares against"""
+    layers: LayerSelection = field(default_factory=LayerSelection)
+    """layers to skip, and per-layer changes of the code"""
+    validation: tuple | None = field(default=None, compare=False, repr=False)
+    """search set (x, y) replacing the training samples (API only)"""
+
+    def __post_init__(self) -> None:
+        for name, kind in (
+            ("code", LCCCode),
+            ("search", LCCSearch),
+            ("prune", PruneSettings),
+            ("progressive", CodeFinetune),
+            ("train", Recipe),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                raise ValueError(
+                    f"LCCConfig.{name} must be a {kind.__name__}; got "
+                    f"{type(value).__name__} {value!r}."
+                )
+        check_positive("LCCConfig", "share_margin_db", self.share_margin_db)
+        check_count("LCCConfig", "csd_bits", self.csd_bits, 2)
+        if self.validation is not None and not (
+            isinstance(self.validation, tuple | list) and len(self.validation) == 2
+        ):
+            raise ValueError(
+                f"LCCConfig.validation must be None or a pair (x, y); got "
+                f"{type(self.validation).__name__}."
             )
 
     def to_dict(self) -> dict:
+        """The settings as plain data (the validation set left out)."""
         d = asdict(self)
+        d.pop("validation")
         d["layers"] = {"skip": list(self.layers.skip), "overrides": dict(self.layers.overrides)}
         return d
 
@@ -168,3 +285,15 @@ def check_codable(model: nn.Module, config: LCCConfig) -> None:
                 f"ungrouped, zero-padded Conv2d layers. Skip it with "
                 f"LCCConfig(layers=LayerSelection(skip=({name!r},))) to keep it in float."
             )
+
+
+# Named configurations: "default" is what `fewops compress` uses, "demo" what `fewops demo` does
+# (the small MLP on digits: search, sharing, no pruning, a smaller search set), "mlp" the pruning
+# preset of the 784-512-256-10 MLPs (docs/lcc_network.md; benchmarks/lcc_network.py starts there).
+LCC_PRESETS = {
+    "default": LCCConfig(),
+    "demo": LCCConfig(search=LCCSearch(tolerance=0.005, search_samples=1000)),
+    "mlp": LCCConfig(
+        prune=PruneSettings(prune_lambda=0.35, finetune_epochs=20), train=Recipe(epochs=10)
+    ),
+}

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from fewops.nn.trace import module_graph, private_call
+from fewops.train.fit import fit as train_fit
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv2d)
 PER_CHANNEL = (
@@ -373,6 +374,7 @@ def prune_by_group_lasso(
     lam: float,
     epochs: int,
     lr: float = 1e-3,
+    lr_schedule: str | None = None,
     finetune_epochs: int = 0,
     names: Iterable[str] | None = None,
     seed: int = 0,
@@ -385,17 +387,19 @@ def prune_by_group_lasso(
 
     ``fit`` defaults to :func:`fewops.train.fit.fit`; ``fit_options`` go to every fit call (e.g.
     ``num_threads``). ``relative`` scales each layer's threshold (see :class:`GroupProx`).
-    Fine-tuning keeps masked groups at zero and anneals the learning rate (cosine).
+    ``lr_schedule`` is the group-lasso training's; fine-tuning keeps masked groups at zero and
+    anneals the learning rate (cosine).
     """
     lam = _check_lambda(lam)
     if fit is None:
-        from fewops.train.fit import fit
+        fit = train_fit
     names = None if names is None else tuple(names)
     fit(
         model,
         data,
         epochs=epochs,
         lr=lr,
+        lr_schedule=lr_schedule,
         seed=seed,
         progress=progress,
         after_step=GroupProx(

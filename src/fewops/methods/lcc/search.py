@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import os
 import time
@@ -14,40 +13,18 @@ from torch import nn
 
 from fewops.codes import csd
 from fewops.codes.lcc.column_sharing import share_and_decompose
-from fewops.methods.lcc.config import LCCConfig
+from fewops.methods.lcc.config import LCCCode, LCCConfig
+from fewops.train.fit import evaluate
 
 
-def _positions(model: nn.Module, names: list[str], sample: torch.Tensor) -> dict[str, int]:
-    """Output positions per layer (1 for Linear, H*W of the output for Conv2d)."""
-    out: dict[str, int] = {}
-    hooks = []
-    for name in names:
-        module = model.get_submodule(name)
-
-        def hook(mod, inp, res, name=name):
-            out[name] = int(np.prod(res.shape[2:])) if res.dim() > 2 else 1
-
-        hooks.append(module.register_forward_hook(hook))
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(sample[:1])
-    finally:
-        model.train(was)
-        for h in hooks:
-            h.remove()
-    return out
-
-
-def _set_weight(module: nn.Module, w: np.ndarray) -> None:
+def set_weight(module: nn.Module, w: np.ndarray) -> None:
+    """Set the weight of a Linear/Conv2d from its (out, in) matrix ``w`` (conv: im2col)."""
     t = torch.as_tensor(w, dtype=module.weight.dtype, device=module.weight.device)
     module.weight.data = t.reshape(module.weight.shape)
 
 
-def _accuracy(model, x, y) -> float:
-    from fewops.train.fit import evaluate
-
+def accuracy(model: nn.Module, x, y) -> float:
+    """Accuracy of ``model`` on (x, y), as a float."""
     return float(evaluate(model, x, y))
 
 
@@ -58,8 +35,8 @@ def csd_adds(w: np.ndarray, bits: int) -> int:
     return csd.adds_for_integer_matrix(csd.quantize(w, bits)[0])
 
 
-class _Swapper:
-    """Temporarily replace layer weights (restored on exit)."""
+class WeightSwap:
+    """Replace layer weights for a trial; ``restore`` puts the saved ones back."""
 
     def __init__(self, model, modules: dict[str, nn.Module]):
         self.model, self.modules = model, modules
@@ -67,14 +44,14 @@ class _Swapper:
 
     def set(self, weights: dict[str, np.ndarray]) -> None:
         for n, w in weights.items():
-            _set_weight(self.modules[n], w)
+            set_weight(self.modules[n], w)
 
     def restore(self) -> None:
         for n, m in self.modules.items():
             m.weight.data = self.saved[n].clone()
 
 
-def _noisy(w: np.ndarray, db: float, seed: int) -> np.ndarray:
+def with_noise(w: np.ndarray, db: float, seed: int) -> np.ndarray:
     """W plus i.i.d. Gaussian noise at SQNR ``db`` on its nonzero columns (zero ones stay 0)."""
     cols = np.any(w != 0, axis=0)
     rng = np.random.default_rng(seed)
@@ -90,19 +67,20 @@ def search_levels(
 
     Only the layers in ``mats`` get noise; the others keep their current weights.
     """
-    swap = _Swapper(model, {n: model.get_submodule(n) for n in mats})
+    swap = WeightSwap(model, {n: model.get_submodule(n) for n in mats})
     trials: list[dict] = []
-    seeds = {n: cfg.seed * 7919 + i for i, n in enumerate(mats)}
+    seeds = {n: cfg.train.seed * 7919 + i for i, n in enumerate(mats)}
+    search = cfg.search
 
     def acc(levels: dict[str, float]) -> float:
-        swap.set({n: _noisy(mats[n], levels[n], seeds[n]) for n in mats})
-        a = _accuracy(model, x, y)
+        swap.set({n: with_noise(mats[n], levels[n], seeds[n]) for n in mats})
+        a = accuracy(model, x, y)
         trials.append({"levels": dict(levels), "accuracy": a})
         return a
 
-    grid = np.arange(cfg.db_max, cfg.db_min - 1e-9, -cfg.db_step)
+    grid = np.arange(search.db_max, search.db_min - 1e-9, -search.db_step)
     try:
-        levels = dict.fromkeys(mats, float(cfg.db_max))
+        levels = dict.fromkeys(mats, float(search.db_max))
         for d in grid:
             trial = dict.fromkeys(mats, float(d))
             if acc(trial) >= floor:
@@ -110,8 +88,8 @@ def search_levels(
             else:
                 break
         for n in sorted(mats, key=lambda k: -cost[k]):
-            while levels[n] - cfg.db_step >= cfg.db_min - 1e-9:
-                trial = dict(levels, **{n: levels[n] - cfg.db_step})
+            while levels[n] - search.db_step >= search.db_min - 1e-9:
+                trial = dict(levels, **{n: levels[n] - search.db_step})
                 if acc(trial) >= floor:
                     levels = trial
                 else:
@@ -134,22 +112,31 @@ def _code_job(args):
 
 
 def code_layers(
-    mats: dict[str, np.ndarray], levels: dict[str, float], cfg: LCCConfig
+    mats: dict[str, np.ndarray],
+    levels: dict[str, float],
+    cfg: LCCConfig,
+    codes: dict[str, LCCCode] | None = None,
+    *,
+    workers: int | None = None,
 ) -> tuple[dict, dict[str, float]]:
-    """Share + LCC each layer at its level; layers run in ``cfg.workers`` processes."""
-    kwargs = {
-        "share_margin_db": cfg.share_margin_db if cfg.share else None,
-        "algorithm": cfg.algorithm,
-        "S": cfg.S,
-        "mem": cfg.mem,
-        "slice_width": cfg.slice_width,
-        "seed": cfg.seed,
-        "workers": 1,
-        "reference_bits": cfg.csd_bits,
-        "max_datapath_bits": cfg.max_datapath_bits,
-    }
-    jobs = [(n, mats[n], levels[n], kwargs) for n in sorted(mats, key=lambda k: -mats[k].size)]
-    workers = (os.cpu_count() or 1) if cfg.workers is None else int(cfg.workers)
+    """Share + LCC each layer at its level with its code (``codes``, default ``cfg.code``);
+    layers run in ``workers`` processes (None: the CPU count)."""
+    jobs = []
+    for n in sorted(mats, key=lambda k: -mats[k].size):
+        code = cfg.code if codes is None else codes[n]
+        kwargs = {
+            "share_margin_db": cfg.share_margin_db if cfg.share else None,
+            "algorithm": code.algorithm,
+            "S": code.S,
+            "mem": code.mem,
+            "slice_width": code.slice_width,
+            "seed": cfg.train.seed,
+            "workers": 1,
+            "reference_bits": cfg.csd_bits,
+            "max_datapath_bits": code.max_datapath_bits,
+        }
+        jobs.append((n, mats[n], levels[n], kwargs))
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
     workers = max(1, min(workers, len(jobs)))
     if workers == 1:
         results = [_code_job(j) for j in jobs]
@@ -158,16 +145,3 @@ def code_layers(
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             results = list(pool.map(_code_job, jobs))
     return {n: c for n, c, _ in results}, {n: s for n, _, s in results}
-
-
-def _jsonable(value):
-    """Non-finite floats (an exact layer's SQNR is inf) become None; numpy scalars Python ones."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -1,6 +1,6 @@
 """Training stages of the LCC pipeline: cached group-lasso pruning and progressive coding.
 
-*Progressive coding* (``LCCConfig(code_finetune_epochs=k)``) codes the layers group by group in
+*Progressive coding* (``LCCConfig(progressive=CodeFinetune(code_finetune_epochs=k))``) codes the layers group by group in
 model order. After each group is coded its weights are frozen, and whatever is still float (the
 later layers, every bias, normalisation parameters) is fine-tuned for k epochs, so the next
 groups and the biases absorb the coding error. Each group is searched on the noise proxy with
@@ -20,10 +20,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from fewops.methods.lcc.config import LCCConfig
-from fewops.methods.lcc.search import _accuracy, _set_weight, code_layers, search_levels
+from fewops.methods.lcc.config import LCCCode, LCCConfig
+from fewops.methods.lcc.prune import KeepZero, prune_by_group_lasso, zero_groups
+from fewops.methods.lcc.search import accuracy, code_layers, search_levels, set_weight
 from fewops.nn.coded import layer_matrix
 from fewops.nn.fold import fold_batchnorm_
+from fewops.train.fit import fit
+from fewops.train.recipe import Recipe
+
+
+def fit_options(recipe: Recipe, train_threads: int | None) -> dict:
+    """What every training of the pipeline takes from the recipe besides epochs, rate and seed."""
+    return {
+        "batch_size": recipe.batch_size,
+        "optimizer": recipe.optimizer,
+        "weight_decay": recipe.weight_decay,
+        "num_threads": train_threads,
+    }
 
 # -- pruning, with an optional cache ----------------------------------------------------------
 
@@ -39,13 +52,18 @@ def _prune_key(model: nn.Module, data, names: list[str], cfg: LCCConfig) -> str:
         a = np.ascontiguousarray(np.asarray(arr))
         h.update(str(a.shape).encode())
         h.update(a.tobytes())
+    recipe = cfg.train
     settings = {
-        "lambda": cfg.prune_lambda,
-        "epochs": cfg.prune_epochs,
-        "finetune": cfg.finetune_epochs,
-        "lr": cfg.lr,
-        "relative": cfg.prune_relative,
-        "seed": cfg.seed,
+        "lambda": cfg.prune.prune_lambda,
+        "epochs": recipe.epochs,
+        "finetune": cfg.prune.finetune_epochs,
+        "lr": recipe.lr,
+        "relative": cfg.prune.prune_relative,
+        "seed": recipe.seed,
+        "batch_size": recipe.batch_size,
+        "optimizer": recipe.optimizer,
+        "weight_decay": recipe.weight_decay,
+        "lr_schedule": recipe.lr_schedule,
         "names": list(names),
     }
     h.update(json.dumps(settings, sort_keys=True).encode())
@@ -65,13 +83,24 @@ def _adopt(model: nn.Module, other: nn.Module) -> None:
         model._buffers[name] = b
 
 
-def prune_stage(model: nn.Module, data, names: list[str], cfg: LCCConfig) -> tuple[dict, bool]:
-    """Group-lasso pruning of ``names`` in place; (PruneReport dict, whether it was cached)."""
-    from fewops.methods.lcc.prune import prune_by_group_lasso
+def prune_stage(
+    model: nn.Module,
+    data,
+    names: list[str],
+    cfg: LCCConfig,
+    *,
+    prune_cache: str | Path | None = None,
+    progress: bool = False,
+    train_threads: int | None = None,
+) -> tuple[dict, bool]:
+    """Group-lasso pruning of ``names`` in place; (PruneReport dict, whether it was cached).
 
+    ``prune_cache``: a folder where the pruned model is kept, keyed by the float weights, the
+    training set and the pruning settings, so a second run with the same ones skips training.
+    """
     path = None
-    if cfg.prune_cache is not None:
-        path = Path(cfg.prune_cache) / f"pruned-{_prune_key(model, data, names, cfg)}.pt"
+    if prune_cache is not None:
+        path = Path(prune_cache) / f"pruned-{_prune_key(model, data, names, cfg)}.pt"
         if path.exists():
             saved = torch.load(path, weights_only=False)
             _adopt(model, saved["model"])
@@ -79,15 +108,16 @@ def prune_stage(model: nn.Module, data, names: list[str], cfg: LCCConfig) -> tup
     pr = prune_by_group_lasso(
         model,
         data,
-        lam=cfg.prune_lambda,
-        epochs=cfg.prune_epochs,
-        lr=cfg.lr,
-        finetune_epochs=cfg.finetune_epochs,
+        lam=cfg.prune.prune_lambda,
+        epochs=cfg.train.epochs,
+        lr=cfg.train.lr,
+        lr_schedule=cfg.train.lr_schedule,
+        finetune_epochs=cfg.prune.finetune_epochs,
         names=names,
-        seed=cfg.seed,
-        progress=cfg.progress,
-        relative=cfg.prune_relative,
-        fit_options={"num_threads": cfg.train_threads},
+        seed=cfg.train.seed,
+        progress=progress,
+        relative=cfg.prune.prune_relative,
+        fit_options=fit_options(cfg.train, train_threads),
     ).to_dict()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,12 +137,18 @@ def code_groups(names: list[str], groups: int | None) -> list[list[str]]:
     return [list(g) for g in np.array_split(np.array(names, dtype=object), groups) if len(g)]
 
 
-def _finetune(model: nn.Module, data, float_names: list[str], cfg: LCCConfig, seed: int) -> bool:
+def _finetune(
+    model: nn.Module,
+    data,
+    float_names: list[str],
+    cfg: LCCConfig,
+    seed: int,
+    *,
+    progress: bool,
+    train_threads: int | None,
+) -> bool:
     """Fine-tune the trainable parameters; zero groups of float layers stay zero."""
-    from fewops.methods.lcc.prune import KeepZero, zero_groups
-    from fewops.train.fit import fit
-
-    if cfg.code_finetune_epochs == 0 or not any(p.requires_grad for p in model.parameters()):
+    if cfg.progressive.code_finetune_epochs == 0 or not any(p.requires_grad for p in model.parameters()):
         return False
     masks = {}
     if float_names:
@@ -120,13 +156,14 @@ def _finetune(model: nn.Module, data, float_names: list[str], cfg: LCCConfig, se
     fit(
         model,
         data,
-        epochs=cfg.code_finetune_epochs,
-        lr=cfg.code_finetune_lr or cfg.lr,
+        epochs=cfg.progressive.code_finetune_epochs,
+        lr=cfg.progressive.code_finetune_lr or cfg.train.lr,
         seed=seed,
-        progress=cfg.progress,
+        progress=progress,
         after_step=KeepZero(masks) if masks else None,
         lr_schedule="cosine",
-        num_threads=cfg.train_threads,
+        ema_decay=cfg.train.ema,
+        **fit_options(cfg.train, train_threads),
     )
     return True
 
@@ -144,23 +181,30 @@ def code_progressively(
     y,
     float_acc: float,
     cfg: LCCConfig,
+    *,
+    codes: dict[str, LCCCode] | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+    train_threads: int | None = None,
 ) -> tuple[dict, dict, dict, dict, float, dict]:
     """Code ``names`` group by group with fine-tuning in between (see the module docstring).
 
-    Returns (coded, seconds, levels, matrices at coding time, final search-set accuracy,
+    ``codes`` are the layers' codes (default ``cfg.code`` for all), ``workers`` the processes
+    coding a group's layers. Returns (coded, seconds, levels, matrices at coding time, final search-set accuracy,
     report). The weights of the coded layers are left set to their decoded matrices and
     frozen; the caller swaps in the coded modules.
     """
     modules = {n: model.get_submodule(n) for n in names}
-    keep_floor = float_acc - cfg.proxy_share * cfg.tolerance
-    final_floor = float_acc - cfg.tolerance
-    groups = code_groups(names, cfg.code_groups)
+    search, prog = cfg.search, cfg.progressive
+    keep_floor = float_acc - search.proxy_share * search.tolerance
+    final_floor = float_acc - search.tolerance
+    groups = code_groups(names, prog.code_groups)
     coded_all: dict = {}
     seconds_all: dict = {}
     levels_all: dict = {}
     mats_all: dict = {}
     group_reports = []
-    acc = _accuracy(model, x, y)  # after pruning, if any
+    acc = accuracy(model, x, y)  # after pruning, if any
     t_stage = time.perf_counter()
     for gi, group in enumerate(groups):
         last = gi == len(groups) - 1
@@ -175,8 +219,8 @@ def code_progressively(
         # the fine-tuning that follows can win it back). For the last group the float floor
         # would be out of reach at any SQNR and pin every layer at db_max: its rounds are
         # still judged against the float-relative floor below.
-        start = min(keep_floor, acc - cfg.proxy_share * cfg.tolerance)
-        proxy_floor = start - (0.0 if last else cfg.code_finetune_slack)
+        start = min(keep_floor, acc - search.proxy_share * search.tolerance)
+        proxy_floor = start - (0.0 if last else prog.code_finetune_slack)
         t0 = time.perf_counter()
         levels, trials = search_levels(model, mats, cost, x, y, proxy_floor, cfg)
         entry = {
@@ -192,15 +236,23 @@ def code_progressively(
         floor = final_floor if last else start
         before = _state(model)
         best = None
-        for r in range(cfg.max_rounds):
+        for r in range(search.max_rounds):
             t0 = time.perf_counter()
-            coded, seconds = code_layers(mats, levels, cfg)
+            coded, seconds = code_layers(mats, levels, cfg, codes, workers=workers)
             for n in group:
-                _set_weight(modules[n], coded[n].matrix)
+                set_weight(modules[n], coded[n].matrix)
                 modules[n].weight.requires_grad_(False)
-            acc_coded = _accuracy(model, x, y)
-            tuned = _finetune(model, data, later, cfg, seed=cfg.seed + 1000 + 10 * gi + r)
-            acc = _accuracy(model, x, y)
+            acc_coded = accuracy(model, x, y)
+            tuned = _finetune(
+                model,
+                data,
+                later,
+                cfg,
+                seed=cfg.train.seed + 1000 + 10 * gi + r,
+                progress=progress,
+                train_threads=train_threads,
+            )
+            acc = accuracy(model, x, y)
             adds = int(sum(coded[n].extra["adds"] * positions[n] for n in group))
             entry["rounds"].append(
                 {
@@ -218,7 +270,7 @@ def code_progressively(
             if acc >= floor:
                 break
             model.load_state_dict(before)
-            levels = {n: min(v + cfg.db_step, 200.0) for n, v in levels.items()}
+            levels = {n: min(v + search.db_step, 200.0) for n, v in levels.items()}
         _, coded, seconds, levels, acc, state = best
         model.load_state_dict(state)
         for n in group:
@@ -231,9 +283,9 @@ def code_progressively(
         levels_all.update(levels)
         mats_all.update(mats)
     report = {
-        "epochs": cfg.code_finetune_epochs,
-        "lr": cfg.code_finetune_lr or cfg.lr,
-        "slack": cfg.code_finetune_slack,
+        "epochs": prog.code_finetune_epochs,
+        "lr": prog.code_finetune_lr or cfg.train.lr,
+        "slack": prog.code_finetune_slack,
         "groups": group_reports,
         "seconds": round(time.perf_counter() - t_stage, 2),
     }

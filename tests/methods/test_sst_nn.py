@@ -1,6 +1,5 @@
-"""SST in networks: torch projection, straight-through QAT, normalisation, compress_, CLI hooks."""
+"""SST in networks: torch projection, straight-through QAT, normalisation, compress_, CLI."""
 
-import argparse
 import copy
 import re
 
@@ -10,21 +9,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fewops.cli.compress import build_parser
+from fewops.cli.options import config_from_options
 from fewops.codes.sst import SSTCode
+from fewops.methods.registry import demo_config as method_demo_config
 from fewops.methods.sst import (
+    SST_PRESETS,
     SSTQAT,
+    SSTCodeSpec,
     SSTConfig,
-    add_cli_args,
-    config_from_args,
+    demo_config,
     k_schedule,
     normalize_rows,
     project_tensor,
     retrain,
 )
-from fewops.nn.api import LayerSelection, compress_
+from fewops.nn.api import LayerSelection, compress_, target_layers
 from fewops.nn.coded import CodedConv2d, CodedLinear
 from fewops.sim import evaluate as simulate
 from fewops.train.fit import evaluate, fit
+from fewops.train.recipe import Recipe
+
+
+def sst(n=8, k=2, per_row_step=False, epochs=6, lr=1e-3, batch_size=128, **rest):
+    """An SSTConfig from the settings the old flat config had (the recipe keeps SST's cosine)."""
+    return SSTConfig(
+        code=SSTCodeSpec(n=n, k=k, per_row_step=per_row_step),
+        train=Recipe(epochs=epochs, lr=lr, batch_size=batch_size, lr_schedule="cosine"),
+        **rest,
+    )
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -95,6 +108,7 @@ def test_straight_through_forward_and_gradient():
 
 
 def test_qat_step_tracking_between_exact_fits():
+    torch.manual_seed(0)  # unseeded, a weight near a threshold failed about one run in four
     lin = nn.Linear(64, 16)
     qat = SSTQAT(lin, 8, 2, False, refit_every=1000)
     x = torch.randn(4, 64)
@@ -120,11 +134,12 @@ def test_straight_through_conv():
 
 
 def test_k_schedule():
-    assert k_schedule(SSTConfig(n=8, k=2, epochs=6)) == [4, 4, 3, 2, 2, 2]
-    assert k_schedule(SSTConfig(n=8, k=2, epochs=4, k_start=8, ramp_epochs=3)) == [8, 6, 4, 2]
-    assert k_schedule(SSTConfig(n=8, k=2, epochs=3, gradual=False)) == [2, 2, 2]
-    assert k_schedule(SSTConfig(n=4, k=3, epochs=2)) == [4, 3]
-    assert k_schedule(SSTConfig(n=8, k=8, epochs=2)) == [8, 8]
+    assert k_schedule(SSTConfig()) == [4, 4, 3, 2, 2, 2]
+    assert k_schedule(sst(n=8, k=2, epochs=6)) == [4, 4, 3, 2, 2, 2]
+    assert k_schedule(sst(n=8, k=2, epochs=4, k_start=8, ramp_epochs=3)) == [8, 6, 4, 2]
+    assert k_schedule(sst(n=8, k=2, epochs=3, gradual=False)) == [2, 2, 2]
+    assert k_schedule(sst(n=4, k=3, epochs=2)) == [4, 3]
+    assert k_schedule(sst(n=8, k=8, epochs=2)) == [8, 8]
 
 
 @pytest.mark.parametrize("make", [small_mlp, small_cnn])
@@ -150,10 +165,11 @@ def test_normalize_rows_keeps_the_function_and_evens_rows(make):
 def test_compress_without_data_projects_and_swaps_every_layer():
     model = small_cnn()
     original = copy.deepcopy(model)
-    config = SSTConfig(
+    config = sst(
         n=8, k=2, epochs=3, layers=LayerSelection(overrides={"3": {"n": 4, "k": 1}}, skip=("6",))
     )
-    compress_(model, config)  # no data: no retraining
+    result = compress_(model, config)  # no data: no retraining
+    assert result.layers == ["0", "3"] and result.history == {} and result.report == {}
     assert isinstance(model[0], CodedConv2d)
     assert isinstance(model[3], CodedConv2d)
     assert isinstance(model[6], nn.Linear) and not isinstance(model[6], CodedLinear)
@@ -169,7 +185,7 @@ def test_compress_without_data_projects_and_swaps_every_layer():
 
 def test_coded_layer_simulates_exactly():
     model = small_mlp()
-    compress_(model, SSTConfig(n=4, k=1, per_row_step=True))
+    compress_(model, SSTConfig(SSTCodeSpec(n=4, k=1, per_row_step=True)))
     coded = model[1].coded
     x = np.random.default_rng(0).integers(-128, 128, size=(9, 16))
     y = simulate(coded.graph, x)
@@ -183,11 +199,13 @@ def test_qat_recovers_accuracy_lost_by_projection():
     fit(model, data, epochs=15, lr=1e-2, batch_size=100, progress=False)
     float_acc = evaluate(model, data.x_test, data.y_test)
     projected = copy.deepcopy(model)
-    compress_(projected, SSTConfig(n=4, k=1, epochs=0))
+    compress_(projected, sst(n=4, k=1, epochs=0))
     proj_acc = evaluate(projected, data.x_test, data.y_test)
     trained = copy.deepcopy(model)
-    config = SSTConfig(n=4, k=1, epochs=6, lr=3e-3, batch_size=100)
-    compress_(trained, config, data=data)
+    config = sst(n=4, k=1, epochs=6, lr=3e-3, batch_size=100)
+    result = compress_(trained, config, data=data)
+    assert result.history["qat"]["epoch"] == [1, 2, 3, 4, 5, 6]
+    assert result.report["k_per_epoch"] == {"1": [2, 2, 2, 1, 1, 1], "4": [2, 2, 2, 1, 1, 1]}
     qat_acc = evaluate(trained, data.x_test, data.y_test)
     assert isinstance(trained[1], CodedLinear) and isinstance(trained[4], CodedLinear)
     assert float_acc > 0.8
@@ -200,9 +218,7 @@ def test_qat_recovers_accuracy_lost_by_projection():
 def test_retrain_follows_the_schedule_and_restores_modules():
     data = Data(train=128, test=64)
     model = small_mlp()
-    from fewops.nn.api import target_layers
-
-    config = SSTConfig(n=8, k=2, epochs=3, k_start=8, ramp_epochs=2, batch_size=64, normalize=True)
+    config = sst(n=8, k=2, epochs=3, k_start=8, ramp_epochs=2, batch_size=64, normalize=True)
     info = retrain(model, config, target_layers(model, config), data)
     assert info["k_per_epoch"] == {"1": [8, 5, 2], "4": [8, 5, 2]}
     assert info["history"]["epoch"] == [1, 2, 3]
@@ -211,47 +227,66 @@ def test_retrain_follows_the_schedule_and_restores_modules():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("make", "message"),
     [
-        ({"n": 8, "k": 9}, "k=9 nonzeros per group cannot exceed the group size n=8."),
-        ({"n": 20}, "The group size n=20 is over the supported limit of 16."),
-        ({"epochs": -1}, "SSTConfig.epochs must be an integer >= 0; got -1."),
-        ({"lr": 0.0}, "SSTConfig.lr must be a positive number; got 0.0."),
-        ({"k_start": 1}, "SSTConfig.k_start must lie between k=2 and n=8; got 1."),
-        ({"ramp_epochs": 9}, "SSTConfig.ramp_epochs must lie between 0 and epochs=6; got 9."),
+        (lambda: SSTCodeSpec(n=8, k=9), "k=9 nonzeros per group cannot exceed the group size n=8."),
+        (lambda: SSTCodeSpec(n=20), "The group size n=20 is over the supported limit of 16."),
+        (lambda: Recipe(epochs=-1), "Recipe.epochs must be a non-negative integer; got -1."),
+        (lambda: Recipe(lr=0.0), "Recipe.lr must be a positive number; got 0.0."),
+        (lambda: SSTConfig(k_start=1), "SSTConfig.k_start must lie between k=2 and n=8; got 1."),
+        (
+            lambda: SSTConfig(ramp_epochs=9),
+            "SSTConfig.ramp_epochs must lie between 0 and train.epochs=6; got 9.",
+        ),
     ],
 )
-def test_config_errors(kwargs, message):
+def test_config_errors(make, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
-        SSTConfig(**kwargs)
+        make()
 
 
-def test_cli_hooks():
-    parser = argparse.ArgumentParser()
-    add_cli_args(parser)
-    args = parser.parse_args(
-        ["--n", "4", "--k", "1", "--sst-epochs", "0", "--per-row-step", "--sst-normalize"]
+def test_config_parts_must_have_their_types():
+    message = "SSTConfig.code must be an SSTCodeSpec; got SSTCode SSTCode(n=8, k=2)."
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        SSTConfig(code=SSTCode(8, 2))
+    with pytest.raises(TypeError, match="^SSTConfig.train must be a Recipe; got dict"):
+        SSTConfig(train={"epochs": 3})
+
+
+def test_overrides_may_set_only_the_code():
+    message = (
+        "Override for layer '1' sets 'epochs', which is not a field of SSTCodeSpec (per-layer "
+        "overrides may set only: k, n, per_row_step)."
     )
-    config = config_from_args(args)
-    assert config == SSTConfig(n=4, k=1, epochs=0, per_row_step=True, normalize=True)
+    config = SSTConfig(layers=LayerSelection(overrides={"1": {"epochs": 2}}))
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        compress_(small_mlp(), config)
 
 
-def test_cli_hooks_when_short_names_are_taken():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--k", type=int, default=16)  # e.g. another method's slice width
-    add_cli_args(parser)
-    args = parser.parse_args(["--k", "5", "--sst-k", "3", "--sst-n", "16"])
-    assert args.k == 5
-    config = config_from_args(args)
-    assert (config.n, config.k) == (16, 3)
+def test_cli_options():
+    parser = build_parser("sst")
+    args = parser.parse_args(
+        ["--n", "4", "--k", "1", "--epochs", "0", "--per-row-step", "--normalize"]
+    )
+    config = config_from_options(SST_PRESETS["default"], args)
+    assert config == SSTConfig(
+        code=SSTCodeSpec(n=4, k=1, per_row_step=True),
+        train=Recipe(epochs=0, lr_schedule="cosine"),
+        normalize=True,
+    )
+
+
+def test_cli_options_start_from_the_preset():
+    args = build_parser("sst", "demo").parse_args(["--k", "3", "--n", "16", "--no-normalize"])
+    config = config_from_options(SST_PRESETS["demo"], args)
+    assert (config.code.n, config.code.k, config.normalize) == (16, 3, False)
+    assert config.train == SST_PRESETS["demo"].train  # 20 epochs at lr 3e-3, as the preset
 
 
 def test_demo_config_is_registered_for_the_demo():
-    from fewops.methods.registry import demo_config as method_demo_config
-    from fewops.methods.sst import demo_config
-
-    assert method_demo_config("sst") == demo_config()
-    assert (demo_config().n, demo_config().k) == (8, 2)
+    assert method_demo_config("sst") == demo_config() == SST_PRESETS["demo"]
+    assert (demo_config().code.n, demo_config().code.k) == (8, 2)
+    assert SST_PRESETS["default"] == SSTConfig()
 
 
 def test_public_api_exposes_the_config():

@@ -1,7 +1,7 @@
 """The LCC network pipeline: search, coding, reports and its refusals."""
 
-import argparse
 import json
+import re
 
 import numpy as np
 import pytest
@@ -9,10 +9,24 @@ import torch
 from lcc_toy_data import toy_data
 from torch import nn
 
-from fewops.methods.lcc.handler import LCCConfig, ToleranceNotMet, add_cli_args, config_from_args
+from fewops.cli.compress import build_parser
+from fewops.cli.options import config_from_options
+from fewops.methods.lcc import (
+    LCC_PRESETS,
+    CodeFinetune,
+    LCCCode,
+    LCCConfig,
+    LCCSearch,
+    PruneSettings,
+)
+from fewops.methods.lcc.config import ToleranceNotMet
 from fewops.nn.api import LayerSelection, coded_layers, compress_
-from fewops.nn.coded import CodedLinear
+from fewops.nn.coded import CodedConv2d, CodedLinear
+from fewops.nn.integer_network import compile_network
 from fewops.sim import evaluate as simulate
+from fewops.sim import graph_matrix
+from fewops.train.fit import fit
+from fewops.train.recipe import Recipe
 
 
 def _toy_data(n=600, seed=0):
@@ -20,9 +34,12 @@ def _toy_data(n=600, seed=0):
     return toy_data(n, seed, noise=0.15, dead_pixels=3)
 
 
-def _trained_mlp(data, seed=0):
-    from fewops.train.fit import fit
+def _fixed(db, **kwargs):
+    """A config coding every layer at ``db`` dB (no search)."""
+    return LCCConfig(code=LCCCode(target_db=db, **kwargs.pop("code", {})), **kwargs)
 
+
+def _trained_mlp(data, seed=0):
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 3))
     fit(model, data, epochs=4, lr=1e-2, progress=False, seed=seed)
@@ -32,8 +49,8 @@ def _trained_mlp(data, seed=0):
 def test_pipeline_codes_every_layer_within_tolerance_and_reports_stages():
     data = _toy_data()
     model = _trained_mlp(data)
-    compress_(model, LCCConfig(workers=1, tolerance=0.02, db_max=30.0, db_step=4.0), data=data)
-    stages = model.fewops_stages
+    cfg = LCCConfig(search=LCCSearch(tolerance=0.02, db_max=30.0, db_step=4.0))
+    stages = compress_(model, cfg, data=data, workers=1).report
     json.dumps(stages, allow_nan=False)  # JSON-able for report.json
     assert [n for n, _ in coded_layers(model)] == ["1", "3"]
     assert stages["tolerance_met"] is True
@@ -46,16 +63,16 @@ def test_pipeline_codes_every_layer_within_tolerance_and_reports_stages():
         x = np.random.default_rng(1).integers(-128, 128, size=(20, g.num_inputs))
         y = simulate(g, x).astype(np.float64) * 2.0 ** (-g.output_scale)
         assert np.array_equal(y, x @ module.coded.matrix.T)
-        assert np.array_equal(g.matrix(), module.coded.matrix)
+        assert np.array_equal(graph_matrix(g), module.coded.matrix)
         assert layers[name]["sqnr_db"] >= layers[name]["level_db"] - 0.5
 
 
 def test_fixed_target_needs_no_data_and_meets_sqnr():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(12, 20), nn.ReLU(), nn.Linear(20, 4))
-    compress_(model, LCCConfig(target_db=30.0, workers=1, share=False))
+    result = compress_(model, _fixed(30.0, share=False), workers=1)
     assert isinstance(model[0], CodedLinear)
-    for layer in model.fewops_stages["lcc"]["layers"].values():
+    for layer in result.report["lcc"]["layers"].values():
         assert layer["sqnr_db"] >= 30.0
         assert layer["clusters"] == layer["inputs_read"]
 
@@ -64,26 +81,27 @@ def test_fixed_target_needs_no_data_and_meets_sqnr():
 def test_every_matrix_algorithm_codes_a_network(algorithm):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(12, 20), nn.ReLU(), nn.Linear(20, 4))
-    compress_(model, LCCConfig(target_db=30.0, workers=1, share=False, algorithm=algorithm))
+    cfg = _fixed(30.0, share=False, code={"algorithm": algorithm})
+    result = compress_(model, cfg, workers=1)
     for name, module in coded_layers(model):
-        layer = model.fewops_stages["lcc"]["layers"][name]
+        layer = result.report["lcc"]["layers"][name]
         assert layer["sqnr_db"] >= 30.0
-        assert np.array_equal(module.coded.graph.matrix(), module.coded.matrix)
+        assert np.array_equal(graph_matrix(module.coded.graph), module.coded.matrix)
 
 
 def test_search_without_data_is_refused():
     model = nn.Sequential(nn.Linear(4, 2))
     with pytest.raises(ValueError, match="needs data: pass data=dataset"):
-        compress_(model, LCCConfig(workers=1))
+        compress_(model, LCCConfig(), workers=1)
 
 
 def test_unmet_tolerance_reports_the_best_found():
     data = _toy_data()
     model = _trained_mlp(data)
-    cfg = LCCConfig(workers=1, tolerance=0.0, db_min=1.0, db_max=1.0, max_rounds=1, share=False)
+    search = LCCSearch(tolerance=0.0, db_min=1.0, db_max=1.0, max_rounds=1)
+    cfg = LCCConfig(search=search, share=False)
     with pytest.warns(ToleranceNotMet, match="could not keep accuracy within 0"):
-        compress_(model, cfg, data=data)
-    stages = model.fewops_stages
+        stages = compress_(model, cfg, data=data, workers=1).report
     assert stages["tolerance_met"] is False
     assert stages["accuracy"] < stages["float_accuracy"]
     assert len(stages["search"]["rounds"]) == 1
@@ -92,13 +110,13 @@ def test_unmet_tolerance_reports_the_best_found():
 def test_uncodable_layer_is_named():
     model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Flatten(), nn.Linear(4, 2))
     with pytest.raises(ValueError, match=r"LCC cannot code layer '0': it is a Conv1d"):
-        compress_(model, LCCConfig(target_db=20.0, workers=1))
+        compress_(model, _fixed(20.0), workers=1)
     grouped = nn.Sequential(nn.Conv2d(2, 2, 1, groups=2), nn.Flatten(), nn.Linear(8, 2))
     with pytest.raises(ValueError, match=r"layer '0': it is a grouped convolution \(groups=2\)"):
-        compress_(grouped, LCCConfig(target_db=20.0, workers=1))
+        compress_(grouped, _fixed(20.0), workers=1)
     # skipped, it stays in float and the rest is coded
-    cfg = LCCConfig(target_db=20.0, workers=1, layers=LayerSelection(skip=("0",)))
-    compress_(grouped, cfg, input_shape=(2, 2, 2))
+    cfg = _fixed(20.0, layers=LayerSelection(skip=("0",)))
+    compress_(grouped, cfg, input_shape=(2, 2, 2), workers=1)
     assert isinstance(grouped[2], CodedLinear) and isinstance(grouped[0], nn.Conv2d)
 
 
@@ -106,32 +124,99 @@ def test_pruning_in_the_pipeline_shrinks_and_refuses_a_whole_layer():
     data = _toy_data()
     model = _trained_mlp(data)
     cfg = LCCConfig(
-        workers=1, tolerance=0.05, prune_lambda=0.4, prune_epochs=2, finetune_epochs=3, lr=1e-2
+        search=LCCSearch(tolerance=0.05),
+        prune=PruneSettings(prune_lambda=0.4, finetune_epochs=3),
+        train=Recipe(epochs=2, lr=1e-2),
     )
-    compress_(model, cfg, data=data)
-    prune = model.fewops_stages["prune"]
+    prune = compress_(model, cfg, data=data, workers=1).report["prune"]
     assert prune["params_after"] < prune["params_before"]
     assert prune["layers"]["3"]["removed"] > 0 and prune["layers"]["3"]["feeder"] == "1"
     assert model[3].in_features == model[1].out_features < 24
     model = _trained_mlp(data)
+    cfg = LCCConfig(prune=PruneSettings(prune_lambda=1e4), train=Recipe(epochs=1, lr=1e-2))
     with pytest.raises(ValueError, match="drove all .* input groups of layer"):
-        compress_(model, LCCConfig(workers=1, prune_lambda=1e4, prune_epochs=1, lr=1e-2), data=data)
+        compress_(model, cfg, data=data, workers=1)
+
+
+def _cli_config(*options: str) -> LCCConfig:
+    """The config ``fewops compress --method lcc OPTIONS`` builds."""
+    args = build_parser("lcc").parse_args(["--method", "lcc", "--out", "x", *options])
+    return config_from_options(LCC_PRESETS["default"], args)
 
 
 def test_cli_options_make_the_config():
-    parser = argparse.ArgumentParser()
-    add_cli_args(parser)
-    cfg = config_from_args(
-        parser.parse_args(["--algorithm", "fs", "--tolerance", "1", "--no-share"])
+    cfg = _cli_config(
+        "--algorithm", "fs", "--tolerance", "0.01", "--no-share", "--prune-layers", '["1", "3"]'
     )
-    assert cfg.algorithm == "fs" and cfg.tolerance == pytest.approx(0.01) and cfg.share is False
+    assert cfg == LCCConfig(
+        code=LCCCode(algorithm="fs"),
+        search=LCCSearch(tolerance=0.01),
+        prune=PruneSettings(prune_layers=("1", "3")),
+        share=False,
+    )
+    assert cfg.code.algorithm == "fs" and cfg.search.tolerance == pytest.approx(0.01)
+    assert cfg.share is False
+    assert _cli_config() == LCCConfig()
     with pytest.raises(ValueError, match="Unknown LCC algorithm 'x'"):
-        LCCConfig(algorithm="x")
+        LCCCode(algorithm="x")
+
+
+def test_cli_options_cover_every_part_of_the_config():
+    cfg = _cli_config(
+        *("--target-db", "30", "--S", "3", "--db-step", "4", "--prune-lambda", "0.2"),
+        *("--finetune-epochs", "5", "--no-prune-relative", "--code-finetune-epochs", "2"),
+        *("--code-groups", "3", "--code-finetune-slack", "0.005", "--epochs", "7", "--lr", "0.01"),
+        *("--seed", "4", "--share-margin-db", "3", "--no-fold-batchnorm", "--csd-bits", "10"),
+        *("--skip-layers", "0", "--layer-overrides", '{"3": {"algorithm": "grow"}}'),
+    )
+    api = LCCConfig(
+        code=LCCCode(target_db=30.0, S=3),
+        search=LCCSearch(db_step=4.0),
+        prune=PruneSettings(prune_lambda=0.2, finetune_epochs=5, prune_relative=False),
+        progressive=CodeFinetune(code_finetune_epochs=2, code_groups=3, code_finetune_slack=0.005),
+        train=Recipe(epochs=7, lr=0.01, seed=4),
+        share_margin_db=3.0,
+        fold_batchnorm=False,
+        csd_bits=10,
+        layers=LayerSelection(skip=("0",), overrides={"3": {"algorithm": "grow"}}),
+    )
+    assert cfg == api
+    demo = config_from_options(
+        LCC_PRESETS["demo"],
+        build_parser("lcc", "demo").parse_args(["--method", "lcc", "--out", "x"]),
+    )
+    assert demo.search.search_samples == 1000
+
+
+def test_a_per_layer_override_of_a_search_setting_is_refused():
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    cfg = LCCConfig(layers=LayerSelection(overrides={"0": {"tolerance": 0.1}}))
+    message = (
+        "Override for layer '0' sets 'tolerance', which is not a field of LCCCode (per-layer "
+        "overrides may set only: S, algorithm, max_datapath_bits, mem, slice_width, target_db)."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        compress_(model, cfg, workers=1)
+
+
+def test_a_per_layer_code_override_changes_only_that_layer():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 20), nn.ReLU(), nn.Linear(20, 4))
+    cfg = _fixed(30.0, share=False, layers=LayerSelection(overrides={"2": {"algorithm": "grow"}}))
+    layers = compress_(model, cfg, workers=1).report["lcc"]["layers"]
+    assert layers["0"]["algorithm_used"] == "dmp" and layers["2"]["algorithm_used"] == "grow"
+    searched = LCCConfig(layers=LayerSelection(overrides={"2": {"target_db": 20.0}}))
+    message = (
+        "Layer '2' overrides target_db=20.0, but the config searches every layer's SQNR "
+        "(code.target_db=None); set code.target_db to code all layers at fixed SQNRs, or leave "
+        "target_db out of the overrides."
+    )
+    fresh = nn.Sequential(nn.Linear(12, 20), nn.ReLU(), nn.Linear(20, 4))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        compress_(fresh, searched, workers=1)
 
 
 def test_conv_layers_code_through_im2col_with_positions():
-    from fewops.nn.coded import CodedConv2d
-
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(2, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3, stride=2), nn.Flatten()
@@ -139,11 +224,11 @@ def test_conv_layers_code_through_im2col_with_positions():
     x = torch.rand(3, 2, 7, 7)
     with torch.no_grad():
         ref = model(x)
-    compress_(model, LCCConfig(target_db=35.0, workers=1), input_shape=(2, 7, 7))
+    report = compress_(model, _fixed(35.0), input_shape=(2, 7, 7), workers=1).report
     assert isinstance(model[0], CodedConv2d) and isinstance(model[2], CodedConv2d)
-    layers = model.fewops_stages["lcc"]["layers"]
+    layers = report["lcc"]["layers"]
     assert layers["0"]["positions"] == 49 and layers["2"]["positions"] == 9
-    assert model.fewops_stages["lcc"]["adds"] == 49 * layers["0"]["adds"] + 9 * layers["2"]["adds"]
+    assert report["lcc"]["adds"] == 49 * layers["0"]["adds"] + 9 * layers["2"]["adds"]
     # DMP reaches 35 dB on conv2's thin 4 x 54 matrix only through shifts of 2^-170 and below:
     # that layer is recoded with grow (max_datapath_bits=64) and its record says so.
     for layer in layers.values():
@@ -154,7 +239,7 @@ def test_conv_layers_code_through_im2col_with_positions():
     g = model[2].coded.graph
     # Graph.matrix() converts the exact integers to float64; LCC graphs can hold shifts far below
     # 2**-53 of the largest entry, so compare to float64 precision here.
-    assert np.allclose(g.matrix(), model[2].coded.matrix, rtol=0, atol=1e-15)
+    assert np.allclose(graph_matrix(g), model[2].coded.matrix, rtol=0, atol=1e-15)
     w32 = model[2].weight.double().reshape(4, -1).numpy()
     assert np.allclose(w32, model[2].coded.matrix, rtol=1e-6, atol=0)
     with torch.no_grad():
@@ -164,8 +249,6 @@ def test_conv_layers_code_through_im2col_with_positions():
 
 
 def test_default_pruning_leaves_out_a_one_channel_stem():
-    from fewops.train.fit import fit
-
     data = _toy_data()
     torch.manual_seed(0)
     model = nn.Sequential(
@@ -179,10 +262,11 @@ def test_default_pruning_leaves_out_a_one_channel_stem():
     )
     fit(model, data, epochs=3, lr=1e-2, progress=False)
     cfg = LCCConfig(
-        workers=1, tolerance=0.05, prune_lambda=0.3, prune_epochs=1, finetune_epochs=1, lr=1e-2
+        search=LCCSearch(tolerance=0.05),
+        prune=PruneSettings(prune_lambda=0.3, finetune_epochs=1),
+        train=Recipe(epochs=1, lr=1e-2),
     )
-    compress_(model, cfg, data=data)
-    prune = model.fewops_stages["prune"]["layers"]
+    prune = compress_(model, cfg, data=data, workers=1).report["prune"]["layers"]
     # its single input channel could only be pruned whole, which would be refused
     assert set(prune) == {"3", "6"}
 
@@ -190,28 +274,18 @@ def test_default_pruning_leaves_out_a_one_channel_stem():
 def test_pruned_shared_coded_network_simulates_bit_exactly():
     """The whole network after pruning, sharing and LCC, run in integers, equals its float64
     evaluation with the decoded weights (logits, not only predictions)."""
-    from fewops.nn.integer_network import compile_network
-
     data = _toy_data()
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Flatten(), nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 12), nn.ReLU(), nn.Linear(12, 3)
     )
-    from fewops.train.fit import fit
-
     fit(model, data, epochs=4, lr=1e-2, progress=False, seed=0)
     cfg = LCCConfig(
-        workers=1,
-        tolerance=0.03,
-        db_max=30.0,
-        db_step=4.0,
-        prune_lambda=0.3,
-        prune_epochs=2,
-        finetune_epochs=1,
-        lr=1e-2,
+        search=LCCSearch(tolerance=0.03, db_max=30.0, db_step=4.0),
+        prune=PruneSettings(prune_lambda=0.3, finetune_epochs=1),
+        train=Recipe(epochs=2, lr=1e-2),
     )
-    compress_(model, cfg, data=data)
-    stages = model.fewops_stages
+    stages = compress_(model, cfg, data=data, workers=1).report
     assert sum(v["removed"] for v in stages["prune"]["layers"].values()) > 0  # really pruned
     assert any(v["clusters"] < v["inputs_read"] for v in stages["lcc"]["layers"].values())
     net = compile_network(model, data.x_train[:200])
@@ -234,31 +308,20 @@ def test_batchnorm_is_folded_before_coding_so_no_multiplier_is_left():
     bn.weight.data.uniform_(0.5, 2.0)
     x = torch.rand(8, 1, 6, 6)
     before = model(x).detach()
-    compress_(model, LCCConfig(target_db=60.0, workers=1, share=False), input_shape=(1, 6, 6))
-    assert model.fewops_stages["fold"] == [{"layer": "0", "batchnorm": "1"}]
+    report = compress_(model, _fixed(60.0, share=False), input_shape=(1, 6, 6), workers=1).report
+    assert report["fold"] == [{"layer": "0", "batchnorm": "1"}]
     assert isinstance(model[1], nn.Identity)
     err = (model(x) - before).norm() / before.norm()
     assert err < 0.01  # 60 dB layers, the folded norm included
     kept = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).eval()
-    compress_(
-        kept, LCCConfig(target_db=30.0, workers=1, fold_batchnorm=False), input_shape=(1, 5, 5)
-    )
-    assert isinstance(kept[1], nn.BatchNorm2d) and "fold" not in kept.fewops_stages
+    cfg = _fixed(30.0, fold_batchnorm=False)
+    report = compress_(kept, cfg, input_shape=(1, 5, 5), workers=1).report
+    assert isinstance(kept[1], nn.BatchNorm2d) and "fold" not in report
 
 
 def test_max_datapath_bits_option():
-    import argparse
-
-    from fewops.cli.lcc_options import add_cli_args, config_from_args
-
-    parser = argparse.ArgumentParser()
-    add_cli_args(parser)
-    assert config_from_args(parser.parse_args([])).max_datapath_bits == 64
-    assert (
-        config_from_args(parser.parse_args(["--max-datapath-bits", "0"])).max_datapath_bits is None
-    )
-    assert (
-        config_from_args(parser.parse_args(["--max-datapath-bits", "48"])).max_datapath_bits == 48
-    )
+    assert _cli_config().code.max_datapath_bits == 64
+    assert _cli_config("--max-datapath-bits", "none").code.max_datapath_bits is None
+    assert _cli_config("--max-datapath-bits", "48").code.max_datapath_bits == 48
     with pytest.raises(ValueError, match="max_datapath_bits must be None or at least 8.*got 4"):
-        LCCConfig(max_datapath_bits=4)
+        LCCCode(max_datapath_bits=4)

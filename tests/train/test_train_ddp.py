@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fewops.train.fit import load_checkpoint
+from fewops.train.checkpoint import load_checkpoint
 
 SCRIPT = textwrap.dedent(
     """

@@ -1,7 +1,8 @@
 """Progressive coding (fine-tuning between coded layer groups) and the pruned-model cache."""
 
-import argparse
+import copy
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,10 +10,23 @@ import torch
 from lcc_toy_data import toy_data
 from torch import nn
 
-from fewops.methods.lcc.handler import LCCConfig, add_cli_args, config_from_args
+from fewops.cli.compress import build_parser
+from fewops.cli.options import config_from_options
+from fewops.methods.lcc import (
+    LCC_PRESETS,
+    CodeFinetune,
+    LCCCode,
+    LCCConfig,
+    LCCSearch,
+    PruneSettings,
+)
+from fewops.methods.lcc import stages as lcc_stages
 from fewops.methods.lcc.stages import code_groups
 from fewops.nn.api import coded_layers, compress_
+from fewops.nn.geometry import output_positions
 from fewops.sim import evaluate as simulate
+from fewops.train.fit import evaluate, fit
+from fewops.train.recipe import Recipe
 
 
 def _data(n=600, seed=0):
@@ -20,8 +34,6 @@ def _data(n=600, seed=0):
 
 
 def _mlp(data, seed=0):
-    from fewops.train.fit import fit
-
     torch.manual_seed(seed)
     model = nn.Sequential(
         nn.Flatten(), nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 12), nn.ReLU(), nn.Linear(12, 3)
@@ -45,10 +57,11 @@ def test_progressive_coding_fine_tunes_the_float_rest_and_keeps_masked_columns_z
     float_bias = model[1].bias.detach().clone()
     float_w2 = model[3].weight.detach().clone()
     cfg = LCCConfig(
-        workers=1, tolerance=0.03, db_max=30.0, db_step=4.0, code_finetune_epochs=1, lr=1e-2
+        search=LCCSearch(tolerance=0.03, db_max=30.0, db_step=4.0),
+        progressive=CodeFinetune(code_finetune_epochs=1),
+        train=Recipe(lr=1e-2),
     )
-    compress_(model, cfg, data=data)
-    stages = model.fewops_stages
+    stages = compress_(model, cfg, data=data, workers=1).report
     json.dumps(stages, allow_nan=False)
     assert stages["search"]["mode"] == "progressive"
     groups = stages["code_finetune"]["groups"]
@@ -73,74 +86,62 @@ def test_progressive_coding_fine_tunes_the_float_rest_and_keeps_masked_columns_z
 
 def test_progressive_coding_needs_data_and_checks_its_options():
     with pytest.raises(ValueError, match="code_finetune_epochs must be >= 0"):
-        LCCConfig(code_finetune_epochs=-1)
+        CodeFinetune(code_finetune_epochs=-1)
     with pytest.raises(ValueError, match="code_groups must be None or >= 1"):
-        LCCConfig(code_groups=0)
+        CodeFinetune(code_groups=0)
     with pytest.raises(ValueError, match="code_finetune_slack"):
-        LCCConfig(code_finetune_slack=2.0)
+        CodeFinetune(code_finetune_slack=2.0)
     data = _data()
     model = _mlp(data)
     x = torch.as_tensor(data.x_test[:100])
     y = torch.as_tensor(data.y_test[:100])
     with pytest.raises(ValueError, match="Progressive coding .* needs data=dataset"):
-        compress_(model, LCCConfig(workers=1, code_finetune_epochs=1), validation=(x, y))
+        cfg = LCCConfig(progressive=CodeFinetune(code_finetune_epochs=1), validation=(x, y))
+        compress_(model, cfg, workers=1)
 
 
 def test_pruned_model_is_cached_and_reused(tmp_path):
     data = _data()
     base = _mlp(data)
     cfg = LCCConfig(
-        workers=1,
-        target_db=20.0,
-        tolerance=0.9,
-        prune_lambda=0.4,
-        prune_epochs=2,
-        finetune_epochs=1,
-        lr=1e-2,
-        prune_cache=str(tmp_path),
+        code=LCCCode(target_db=20.0),
+        search=LCCSearch(tolerance=0.9),
+        prune=PruneSettings(prune_lambda=0.4, finetune_epochs=1),
+        train=Recipe(epochs=2, lr=1e-2),
     )
-    first = _copy(base)
-    compress_(first, cfg, data=data)
-    assert first.fewops_stages["prune"]["cached"] is False
+    run = {"data": data, "workers": 1, "prune_cache": str(tmp_path)}
+    first = copy.deepcopy(base)
+    p1 = compress_(first, cfg, **run).report["prune"]
+    assert p1["cached"] is False
     assert len(list(tmp_path.glob("pruned-*.pt"))) == 1
-    second = _copy(base)
-    compress_(second, cfg, data=data)
-    p1, p2 = first.fewops_stages["prune"], second.fewops_stages["prune"]
+    second = copy.deepcopy(base)
+    p2 = compress_(second, cfg, **run).report["prune"]
     assert p2["cached"] is True
     assert p2["params_after"] == p1["params_after"] < p1["params_before"]
     assert second[3].in_features == first[3].in_features
     assert np.array_equal(second[5].coded.matrix, first[5].coded.matrix)
     # other settings (or other weights) miss the cache
-    third = _copy(base)
-    compress_(third, LCCConfig(**{**cfg.__dict__, "prune_lambda": 0.3}), data=data)
-    assert third.fewops_stages["prune"]["cached"] is False
+    third = copy.deepcopy(base)
+    other = replace(cfg, prune=replace(cfg.prune, prune_lambda=0.3))
+    assert compress_(third, other, **run).report["prune"]["cached"] is False
     assert len(list(tmp_path.glob("pruned-*.pt"))) == 2
 
 
-def _copy(model):
-    import copy
-
-    return copy.deepcopy(model)
-
-
 def test_cli_progressive_options():
-    parser = argparse.ArgumentParser()
-    add_cli_args(parser)
-    args = ["--code-finetune-epochs", "2", "--code-groups", "3", "--code-finetune-slack", "0.5"]
-    cfg = config_from_args(parser.parse_args([*args, "--prune-cache", "/tmp/x"]))
-    assert cfg.code_finetune_epochs == 2 and cfg.code_groups == 3
-    assert cfg.code_finetune_slack == pytest.approx(0.005) and cfg.prune_cache == "/tmp/x"
-    assert config_from_args(parser.parse_args([])).code_finetune_epochs == 0
+    args = ["--code-finetune-epochs", "2", "--code-groups", "3", "--code-finetune-slack", "0.005"]
+    parsed = build_parser("lcc").parse_args(["--method", "lcc", "--out", "x", *args])
+    cfg = config_from_options(LCC_PRESETS["default"], parsed)
+    assert cfg.progressive == CodeFinetune(
+        code_finetune_epochs=2, code_groups=3, code_finetune_slack=0.005
+    )
+    assert cfg == LCCConfig(progressive=cfg.progressive)
+    assert LCC_PRESETS["default"].progressive.code_finetune_epochs == 0
 
 
 def test_group_below_the_floor_is_measured_from_where_it_starts(monkeypatch):
     """A group that starts below the keep floor (pruning used the budget) is searched against
     its own starting accuracy, not pinned at the highest SQNR: with slack when fine-tuning
     follows, without for the last group."""
-    from fewops.methods.lcc import stages as lcc_stages
-    from fewops.methods.lcc.handler import _positions
-    from fewops.train.fit import evaluate
-
     data = _data()
     model = _mlp(data)
     names = ["1", "3", "5"]
@@ -149,14 +150,9 @@ def test_group_below_the_floor_is_measured_from_where_it_starts(monkeypatch):
     float_acc = 1.0  # as if pruning had cost the points up to 100%
     assert start < 0.94
     cfg = LCCConfig(
-        workers=1,
-        tolerance=0.03,
-        db_max=30.0,
-        db_step=4.0,
-        code_finetune_epochs=1,
-        code_finetune_slack=0.01,
-        max_rounds=1,
-        lr=1e-2,
+        search=LCCSearch(tolerance=0.03, db_max=30.0, db_step=4.0, max_rounds=1),
+        progressive=CodeFinetune(code_finetune_epochs=1, code_finetune_slack=0.01),
+        train=Recipe(lr=1e-2),
     )
     floors = []
     real_search = lcc_stages.search_levels
@@ -166,24 +162,25 @@ def test_group_below_the_floor_is_measured_from_where_it_starts(monkeypatch):
         return real_search(model, mats, cost, x, y, floor, cfg)
 
     monkeypatch.setattr(lcc_stages, "search_levels", spy)
-    positions = _positions(model, names, torch.as_tensor(x[:1]))
-    *_, report = lcc_stages.code_progressively(model, names, positions, data, x, y, float_acc, cfg)
-    keep = float_acc - cfg.proxy_share * cfg.tolerance
+    positions = output_positions(model, torch.as_tensor(x[:1]), names)
+    *_, report = lcc_stages.code_progressively(
+        model, names, positions, data, x, y, float_acc, cfg, workers=1
+    )
+    search = cfg.search
+    keep = float_acc - search.proxy_share * search.tolerance
     first = report["groups"][0]
     assert first["accuracy_before"] == pytest.approx(start)
-    assert floors[0] == pytest.approx(start - cfg.proxy_share * cfg.tolerance - 0.01)
+    assert floors[0] == pytest.approx(start - search.proxy_share * search.tolerance - 0.01)
     assert floors[0] < keep - 0.01 - 0.05  # far below the float-relative floor
     last = report["groups"][-1]
-    last_start = min(keep, last["accuracy_before"] - cfg.proxy_share * cfg.tolerance)
+    last_start = min(keep, last["accuracy_before"] - search.proxy_share * search.tolerance)
     assert last_start < keep
     assert floors[-1] == pytest.approx(last_start)  # the last group: start-relative, no slack
-    assert first["proxy_levels"]["1"] < cfg.db_max
-    assert set(last["proxy_levels"].values()) != {cfg.db_max}
+    assert first["proxy_levels"]["1"] < search.db_max
+    assert set(last["proxy_levels"].values()) != {search.db_max}
 
 
 def test_progressive_coding_folds_each_groups_batchnorm_as_it_codes_it():
-    from fewops.train.fit import fit
-
     data = _data()
     torch.manual_seed(0)
     model = nn.Sequential(
@@ -198,9 +195,11 @@ def test_progressive_coding_folds_each_groups_batchnorm_as_it_codes_it():
     )
     fit(model, data, epochs=4, lr=1e-2, progress=False, seed=0)
     model.eval()
-    cfg = LCCConfig(workers=1, tolerance=0.05, db_max=30.0, db_step=4.0, code_finetune_epochs=1)
-    compress_(model, cfg, data=data)
-    stages = model.fewops_stages
+    cfg = LCCConfig(
+        search=LCCSearch(tolerance=0.05, db_max=30.0, db_step=4.0),
+        progressive=CodeFinetune(code_finetune_epochs=1),
+    )
+    stages = compress_(model, cfg, data=data, workers=1).report
     assert stages["fold"] == [
         {"layer": "1", "batchnorm": "2"},
         {"layer": "4", "batchnorm": "5"},

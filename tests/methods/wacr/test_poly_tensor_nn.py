@@ -1,8 +1,8 @@
 """WACR tensor-product families in PyTorch: reparameterised layers, polynomial biases,
 projected and from-scratch retraining, coding through compress_."""
 
-import dataclasses
 import re
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
@@ -12,10 +12,12 @@ from torch import nn
 
 from fewops.codes import poly
 from fewops.codes import poly_tensor as pt
-from fewops.methods.wacr.poly import PolyConfig, retrain_
+from fewops.methods.wacr import PolyCode, PolyConfig
+from fewops.methods.wacr.retrain import retrain_
 from fewops.methods.wacr.tensor import TensorPolyLayer, project_bias, tensor_grid
 from fewops.nn.api import LayerSelection, compress_
 from fewops.nn.coded import CodedConv2d, CodedLinear
+from fewops.train.recipe import Recipe
 
 
 def _model():
@@ -42,17 +44,20 @@ OVERRIDES = {
 }
 
 
+TRAIN_FIELDS = {f.name for f in fields(Recipe)}
+CODE_FIELDS = {f.name for f in fields(PolyCode)}
+
+
 def _scratch(**changes) -> PolyConfig:
-    """From-scratch retraining of the OVERRIDES families on the toy images."""
-    settings = dict(
-        epochs=2,
-        mode="reparam",
-        init="scratch",
-        lr=1e-2,
-        batch_size=16,
-        layers=LayerSelection(overrides=OVERRIDES),
-    )
-    return PolyConfig(**{**settings, **changes})
+    """From-scratch retraining of the OVERRIDES families on the toy images; each change goes to
+    the training recipe, the code or the config itself, wherever its field is."""
+    train = {"epochs": 2, "lr": 1e-2, "batch_size": 16}
+    code = {}
+    settings = {"mode": "reparam", "init": "scratch", "layers": LayerSelection(overrides=OVERRIDES)}
+    for name, value in changes.items():
+        part = train if name in TRAIN_FIELDS else code if name in CODE_FIELDS else settings
+        part[name] = value
+    return PolyConfig(code=PolyCode(**code), train=Recipe(**train), **settings)
 
 
 def test_reparameterised_layer_is_the_projection_and_reads_moments_first():
@@ -132,7 +137,9 @@ def test_compress_codes_tensor_layers_and_counts_bias_coefficients():
     model = _model()
     config = _scratch(epochs=1)
     data = toy_images()
-    compress_(model, config, data=data, progress=False)
+    result = compress_(model, config, data=data, progress=False)
+    assert len(result.history["retrain"]["loss"]) == 1  # the handler reports its retraining
+    assert "qat" not in result.history and result.report == {}
     conv, lin = model[0], model[3]
     assert isinstance(conv, CodedConv2d) and isinstance(lin, CodedLinear)
     # conv: M = 2 x 3 x 3 = 18 moments (channel linear, kernel row free, column quadratic),
@@ -147,17 +154,26 @@ def test_compress_codes_tensor_layers_and_counts_bias_coefficients():
     assert out.shape == (16, 3) and torch.isfinite(out).all()
 
 
+def test_handler_history_has_the_qat_stage_and_the_restarts():
+    result = compress_(_model(), _scratch(epochs=1, qat_epochs=1, restarts=2), data=toy_images())
+    assert len(result.history["retrain"]["loss"]) == len(result.history["qat"]["loss"]) == 1
+    assert [run["seed"] for run in result.report["restarts"]] == [0, 1]
+
+
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("build", "message"),
     [
-        ({"bias_degree": 3}, "Polynomial degree must be 1 or 2; got 3."),
-        ({"init": "zeros"}, "Unknown init 'zeros'; use 'float' or 'scratch'."),
-        ({"init": "scratch", "mode": "project"}, "init='scratch' needs mode='reparam'"),
+        (lambda: PolyCode(bias_degree=3), "Polynomial degree must be 1 or 2; got 3."),
+        (lambda: PolyConfig(init="zeros"), "Unknown init 'zeros'; use 'float' or 'scratch'."),
+        (
+            lambda: PolyConfig(init="scratch", mode="project"),
+            "init='scratch' needs mode='reparam'",
+        ),
     ],
 )
-def test_config_rejects_bad_tensor_settings(kwargs, message):
+def test_config_rejects_bad_tensor_settings(build, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        PolyConfig(**kwargs)
+        build()
 
 
 def _dense_and_conv_layers():
@@ -241,8 +257,7 @@ def test_retraining_with_and_without_preconditioning_both_end_on_the_family():
         cfg = PolyConfig(
             mode="reparam",
             init="scratch",
-            epochs=2,
-            lr=3e-3,
+            train=Recipe(epochs=2, lr=3e-3),
             precondition=precondition,
             layers=LayerSelection(overrides=OVERRIDES),
         )
@@ -321,7 +336,8 @@ def test_restarts_keep_the_run_with_the_lowest_training_loss():
     # The model holds the chosen run's weights: retraining that seed alone gives them again.
     best_seed = runs[int(np.argmin(losses))]["seed"]
     alone = _model()
-    retrain_(alone, dataclasses.replace(config, seed=best_seed, restarts=1), data, progress=False)
+    alone_config = replace(config, train=replace(config.train, seed=best_seed), restarts=1)
+    retrain_(alone, alone_config, data, progress=False)
     for a, b in zip(model.parameters(), alone.parameters(), strict=True):
         torch.testing.assert_close(a, b)
 
@@ -347,7 +363,7 @@ def test_augment_shift_needs_images():
     flat = toy_images()
     flat.x_train = flat.x_train.reshape(len(flat.x_train), -1)
     model = nn.Sequential(nn.Linear(72, 8), nn.ReLU(), nn.Linear(8, 2))
-    config = PolyConfig(epochs=1, mode="reparam", augment_shift=2)
+    config = PolyConfig(train=Recipe(epochs=1), mode="reparam", augment_shift=2)
     with pytest.raises(
         ValueError,
         match=re.escape("augment_shift=2 moves images, but the training inputs have shape (72,)"),

@@ -1,5 +1,7 @@
 """fit/evaluate: determinism, exact resume, checkpoints, hooks, and the trained-model cache."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -7,8 +9,11 @@ from torch import nn
 
 from fewops.data import load
 from fewops.models import build
+from fewops.train import cache, distill
 from fewops.train import fit as train
-from fewops.train.fit import evaluate, fit, train_or_load
+from fewops.train.cache import train_or_load
+from fewops.train.fit import evaluate, fit
+from fewops.train.recipe import Recipe
 
 
 @pytest.fixture(autouse=True)
@@ -259,7 +264,7 @@ def test_train_or_load_caches_the_trained_model(tmp_path, monkeypatch, digits):
     def no_training(*args, **kwargs):
         raise AssertionError("fit must not run for a cached model")
 
-    monkeypatch.setattr(train, "fit", no_training)
+    monkeypatch.setattr(cache, "fit", no_training)
     again, info2 = train_or_load("mlp", "digits", dataset=digits, **kwargs)
     assert info2["cached"] and info2["path"] == info["path"]
     assert info2["test_accuracy"] == info["test_accuracy"]
@@ -288,10 +293,10 @@ def test_distillation_loss_matches_its_formula():
     p_t = torch.softmax(t / T, dim=1)
     kl = (p_t * (p_t.log() - torch.log_softmax(s / T, dim=1))).sum(dim=1).mean()
     expected = (1 - alpha) * torch.nn.functional.cross_entropy(s, y) + alpha * T * T * kl
-    got = train.distillation_loss(s, y, t, T, alpha)
+    got = distill.distillation_loss(s, y, t, T, alpha)
     assert torch.allclose(got, expected, atol=1e-6)
     # A student equal to its teacher has zero soft loss: only the hard part is left.
-    same = train.distillation_loss(t, y, t, T, 1.0)
+    same = distill.distillation_loss(t, y, t, T, 1.0)
     assert abs(float(same)) < 1e-6
 
 
@@ -319,7 +324,7 @@ def test_fit_with_teacher_is_deterministic_and_differs_from_plain_training(small
 
 def test_distillation_uses_the_teacher_loss(small, monkeypatch):
     calls = []
-    real = train.distillation_loss
+    real = distill.distillation_loss
 
     def spy(*args):
         calls.append(args[3:])
@@ -422,3 +427,31 @@ def test_interrupted_run_with_weight_average_resumes_exactly(small, tmp_path):
 def test_bad_weight_average_decay_is_explained(small, decay):
     with pytest.raises(ValueError, match="ema_decay must be None or a decay in \\(0, 1\\); got "):
         fit(_model(), small, epochs=1, progress=False, ema_decay=decay)
+
+
+# ---------------------------------------------------------------- recipes
+
+
+def test_fit_takes_a_recipe_as_its_keywords(small):
+    recipe = Recipe(epochs=2, lr=3e-3, batch_size=64, seed=5, lr_schedule="cosine")
+    by_recipe, by_keywords, by_fit_kwargs = _model(), _model(), _model()
+    first = fit(by_recipe, small, recipe=recipe, progress=False)
+    fit(by_keywords, small, epochs=2, lr=3e-3, batch_size=64, seed=5, lr_schedule="cosine",
+        progress=False)  # fmt: skip
+    fit(by_fit_kwargs, small, **recipe.fit_kwargs(), progress=False)
+    assert first["epoch"] == [1, 2] and first["lr"][0] == 3e-3
+    assert _same(_weights(by_recipe), _weights(by_keywords))
+    assert _same(_weights(by_recipe), _weights(by_fit_kwargs))
+
+
+def test_fit_refuses_a_recipe_and_its_settings_together(small):
+    message = (
+        "fit got a recipe and also lr=0.1; put the setting in the recipe "
+        "(dataclasses.replace(recipe, ...)) or pass keywords alone."
+    )
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        fit(_model(), small, recipe=Recipe(epochs=1), lr=0.1)
+    with pytest.raises(TypeError, match=r"^fit needs epochs=\.\.\., or a recipe=Recipe\(\.\.\.\)"):
+        fit(_model(), small)
+    with pytest.raises(TypeError, match="^fit's recipe must be a Recipe; got dict"):
+        fit(_model(), small, recipe={"epochs": 1})
