@@ -28,13 +28,14 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from fewops.codes.sst import SSTCode
 from fewops.data import default_root, load
-from fewops.methods.sst import SSTConfig
+from fewops.methods.sst import SSTCodeSpec, SSTConfig
 from fewops.nn.api import coded_layers, compress_
 from fewops.nn.geometry import output_positions
 from fewops.train.cache import train_or_load
@@ -94,15 +95,16 @@ def run_one(model, data, model_name, n, k, epochs, lr, normalize, per_row):
     if path.exists():
         return json.loads(path.read_text())
     coded = copy.deepcopy(model)
+    code = SSTCodeSpec(n=n, k=k, per_row_step=per_row)
     config = SSTConfig(
-        n=n, k=k, epochs=epochs, lr=lr, normalize=normalize, per_row_step=per_row, progress=False
+        code=code, train=replace(SSTConfig().train, epochs=epochs, lr=lr), normalize=normalize
     )
     started, cpu_started = time.perf_counter(), time.process_time()
     compress_(coded, config, data=data)
     seconds = time.perf_counter() - started
     cpu_seconds = time.process_time() - cpu_started
     projected = copy.deepcopy(model)
-    compress_(projected, SSTConfig(n=n, k=k, epochs=0, per_row_step=per_row))
+    compress_(projected, SSTConfig(code=code, train=replace(config.train, epochs=0)))
     result = {
         "data": data.name,
         "model": model_name,
@@ -202,7 +204,7 @@ def main(argv=None) -> None:
     parser.add_argument("--codes", nargs="+", default=["8,2", "4,1", "16,4"])
     parser.add_argument("--no-dense-ternary", action="store_true")
     parser.add_argument("--epochs", type=int, default=8, help="QAT epochs")
-    parser.add_argument("--lr", type=float, default=SSTConfig().lr)
+    parser.add_argument("--lr", type=float, default=SSTConfig().train.lr)
     parser.add_argument("--normalize", action="store_true")
     parser.add_argument("--per-row-step", action="store_true")
     parser.add_argument("--markdown", type=Path, default=None)

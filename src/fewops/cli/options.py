@@ -132,7 +132,8 @@ def add_config_options(
             continue
         flag = _flag(f.name, prefix)
         hint, optional = _strip_optional(hints[f.name])
-        help_text = docs.get(f.name, f.name.replace("_", " "))
+        # argparse %-formats help strings: a literal % (e.g. "in %") must be doubled.
+        help_text = docs.get(f.name, f.name.replace("_", " ")).replace("%", "%%")
         choices = f.metadata.get("choices")
         if hint is bool:
             parser.add_argument(
@@ -148,7 +149,7 @@ def add_config_options(
             choices=choices,
             default=argparse.SUPPRESS,
             metavar=None if choices else f.name.upper(),
-            help=f"{help_text} (default {_default_text(value)})",
+            help=f"{help_text} (default {_default_text(value).replace('%', '%%')})",
         )
 
 

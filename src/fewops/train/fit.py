@@ -139,11 +139,18 @@ def fit(
     without test data), "lr", "seconds".
     """
     if recipe is not None:
-        epochs, lr, batch_size, seed, optimizer, weight_decay, lr_schedule, ema_decay = (
-            recipe_settings(recipe, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                            optimizer=optimizer, weight_decay=weight_decay,
-                            lr_schedule=lr_schedule, ema_decay=ema_decay)
-        )  # fmt: skip
+        settings = recipe_settings(
+            recipe,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
+            optimizer=optimizer,
+            weight_decay=weight_decay,
+            lr_schedule=lr_schedule,
+            ema_decay=ema_decay,
+        )
+        epochs, lr, batch_size, seed, optimizer, weight_decay, lr_schedule, ema_decay = settings
     if epochs is None:
         raise TypeError("fit needs epochs=..., or a recipe=Recipe(...) holding them.")
     if not isinstance(model, nn.Module):

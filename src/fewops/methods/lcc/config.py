@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 
 from torch import nn
 
@@ -37,15 +37,11 @@ class ToleranceNotMet(UserWarning):
     """The accuracy tolerance could not be met; the best coding found is used and reported."""
 
 
-def _check_fraction(owner: str, name: str, value: object, *, closed_low: bool = True) -> None:
-    """``value`` must be an accuracy fraction in [0, 1) (or (0, 1) without ``closed_low``)."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    ok = ok and (0 <= value < 1 if closed_low else 0 < value < 1)
-    if not ok:
-        low = "[0, 1)" if closed_low else "(0, 1)"
+def _check_fraction(owner: str, name: str, value: object) -> None:
+    """``value`` must be an accuracy fraction in [0, 1)."""
+    if isinstance(value, bool) or not (isinstance(value, int | float) and 0 <= value < 1):
         raise ValueError(
-            f"{owner}.{name} is an accuracy fraction in {low} (0.005 = 0.5 points); "
-            f"got {value!r}."
+            f"{owner}.{name} is an accuracy fraction in [0, 1) (0.005 = 0.5 points); got {value!r}."
         )
 
 
@@ -256,8 +252,11 @@ class LCCConfig:
 
     def to_dict(self) -> dict:
         """The settings as plain data (the validation set left out)."""
-        d = asdict(self)
-        d.pop("validation")
+        d = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "validation":  # arrays: not settings, and maybe large
+                d[f.name] = asdict(value) if is_dataclass(value) else value
         d["layers"] = {"skip": list(self.layers.skip), "overrides": dict(self.layers.overrides)}
         return d
 

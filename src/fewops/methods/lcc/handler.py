@@ -115,7 +115,20 @@ def _layer_codes(cfg: LCCConfig, targets) -> dict[str, LCCCode]:
 
 
 def _code_at_once(
-    model, names, modules, mats, cost, positions, x, y, float_acc, floor, cfg, report, codes, workers
+    model,
+    names,
+    modules,
+    mats,
+    cost,
+    positions,
+    x,
+    y,
+    float_acc,
+    floor,
+    cfg,
+    report,
+    codes,
+    workers,
 ):
     """Proxy search for all layers at once, then real codes raised by db_step until they pass."""
     search = cfg.search

@@ -38,6 +38,7 @@ def fit_options(recipe: Recipe, train_threads: int | None) -> dict:
         "num_threads": train_threads,
     }
 
+
 # -- pruning, with an optional cache ----------------------------------------------------------
 
 
@@ -148,7 +149,9 @@ def _finetune(
     train_threads: int | None,
 ) -> bool:
     """Fine-tune the trainable parameters; zero groups of float layers stay zero."""
-    if cfg.progressive.code_finetune_epochs == 0 or not any(p.requires_grad for p in model.parameters()):
+    if cfg.progressive.code_finetune_epochs == 0 or not any(
+        p.requires_grad for p in model.parameters()
+    ):
         return False
     masks = {}
     if float_names:
