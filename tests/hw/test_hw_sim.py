@@ -117,11 +117,21 @@ def test_old_verilator_is_reported(monkeypatch, tmp_path):
 def test_verilator_when_new_enough(graphs):
     """Runs the bench in verilator where it is installed and new enough, else checks the error."""
     if shutil.which("verilator") is None:
-        with pytest.raises(ToolNotFoundError, match="apt-get install verilator"):
+        message = (
+            "verilator was not found on PATH; install it with `apt-get install verilator` "
+            "(Debian/Ubuntu package 'verilator')."
+        )
+        with pytest.raises(ToolNotFoundError, match=re.escape(message)):
             verilator_version()
         return
     if verilator_version() < MIN_VERILATOR:
-        with pytest.raises(ToolNotFoundError, match="is too old"):
+        version = verilator_version()
+        message = (
+            f"verilator {version[0]}.{version[1]:03d} is too old: the testbench needs verilator "
+            "5.0 or newer (--binary, --timing); install a newer one (`apt-get install verilator` "
+            "on Debian 12 gives 5.006)."
+        )
+        with pytest.raises(ToolNotFoundError, match=re.escape(message)):
             simulate_graph(graphs("sst"), count=100, simulator="verilator")
         return
     result = simulate_graph(graphs("sst"), count=300, simulator="verilator", pipeline_every=2)
