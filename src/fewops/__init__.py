@@ -3,7 +3,7 @@
 The public API, importable from the top level::
 
     import fewops
-    result = fewops.compress_(model, fewops.LCCConfig(), data=(x, y))
+    result = fewops.compress_(model, fewops.SSTConfig(), data=fewops.load_data("digits"))
 
 Names are resolved lazily (PEP 562), so ``import fewops`` does not import torch: a user who only
 codes matrices (``fewops.decompose``) or simulates graphs never pays for it.
@@ -20,14 +20,20 @@ _EXPORTS = {
     # coding a network in place, and its result
     "compress_": "fewops.nn.api",
     "CompressResult": "fewops.nn.api",
+    "MethodOutcome": "fewops.nn.api",
     "LayerSelection": "fewops.nn.api",
     "Recipe": "fewops.train.recipe",
     # method configs
     "DenseConfig": "fewops.methods.baselines",
+    "DenseCode": "fewops.methods.baselines",
     "CSDConfig": "fewops.methods.baselines",
+    "CSDCode": "fewops.methods.baselines",
     "SSTConfig": "fewops.methods.sst",
+    "SSTCodeSpec": "fewops.methods.sst",
     "LCCConfig": "fewops.methods.lcc",
+    "LCCCode": "fewops.methods.lcc.config",
     "PolyConfig": "fewops.methods.wacr",
+    "PolyCode": "fewops.methods.wacr",
     "METHODS": "fewops.methods.registry",
     # codes of single matrices
     "decompose": "fewops.codes.lcc",

@@ -18,6 +18,9 @@ from fewops.train.cache import train_or_load
 
 DEMO_HIDDEN = (64, 32)
 DEMO_EPOCHS = 40
+# Runtime settings of the demo's methods: the demo's small MLP codes faster in one process
+# than with a pool of workers that each import torch.
+DEMO_RUNTIME = {"lcc": {"workers": 1}}
 
 
 def csd_bits_for_accuracy(model, dataset, tolerance: float = 0.005, max_bits: int = 16) -> int:
@@ -77,7 +80,9 @@ def run_demo(out_dir: Path, *, seed: int = 0, progress: bool = True, methods=Non
             continue
         if progress:
             print(f"coding with {name} ...", flush=True)
-        entry, models[name] = run_method(name, model, dataset, demo_config(name), act_bits=act_bits)
+        entry, models[name] = run_method(
+            name, model, dataset, demo_config(name), act_bits=act_bits, **DEMO_RUNTIME.get(name, {})
+        )
         entries.append(entry)
     add_hardware_figures(entries, models)
     report = build_report(
@@ -129,7 +134,13 @@ def run_compress(
     entries = baselines(model, dataset, act_bits=act_bits, simulate=simulate, models=models)
     if not METHODS[method].baseline:
         entry, models[method] = run_method(
-            method, model, dataset, method_config, act_bits=act_bits, simulate=simulate
+            method,
+            model,
+            dataset,
+            method_config,
+            act_bits=act_bits,
+            simulate=simulate,
+            progress=progress,
         )
         entries.append(entry)
     add_hardware_figures(entries, models)
