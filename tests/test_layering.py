@@ -36,6 +36,7 @@ ALL = frozenset(
         "methods",
         "report",
         "cli",
+        "parallel",
     }
 )
 
@@ -48,15 +49,18 @@ ALLOWED: dict[str, frozenset[str]] = {
     # Cost counts are pure functions of a graph; cost must never import codes.
     "cost": frozenset({"graph"}),
     # Evaluating a graph needs only the graph.
-    "sim": frozenset({"graph"}),
+    "sim": frozenset({"graph", "parallel"}),
     # Codes build graphs and score candidate codes by their cost; a code's exact matrix is what
     # its graph computes (fewops.sim.graph_matrix), so codes may evaluate graphs too.
-    "codes": frozenset({"graph", "cost", "sim"}),
+    "codes": frozenset({"graph", "cost", "sim", "parallel"}),
     # Verilog emission and verification: graphs, their simulation (for test
     # vectors) and their cost (for reports); never models, data or nn.
     "hw": frozenset({"graph", "sim", "cost"}),
     "data": frozenset(),
     "models": frozenset(),
+    # The one parallel map (joblib/loky locally, Dask on a cluster): a leaf that imports no
+    # fewops package, so codes, sim, methods, report and cli can all run their tasks through it.
+    "parallel": frozenset(),
     # Coded modules, folding and tracing into graphs, and the network simulators. nn never
     # touches files: saving and loading go through io (below), which imports nn, not back.
     "nn": frozenset({"graph", "codes", "cost", "sim"}),
@@ -67,7 +71,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     # and nn must not import io (that would be a cycle); train and the CLI save through io.
     "io": frozenset({"graph", "codes", "nn"}),
     "train": frozenset({"nn", "io", "data", "models"}),
-    "methods": frozenset({"nn", "codes", "graph", "cost", "sim", "train", "data", "io", "models"}),
+    "methods": frozenset(
+        {"nn", "codes", "graph", "cost", "sim", "train", "data", "io", "models", "parallel"}
+    ),
     "report": ALL - {"report", "cli"},
     "cli": ALL - {"cli"},
     # fewops/__init__.py may expose anything (lazily).

@@ -166,9 +166,9 @@ def test_compress_without_data_projects_and_swaps_every_layer():
     model = small_cnn()
     original = copy.deepcopy(model)
     config = sst(
-        n=8, k=2, epochs=3, layers=LayerSelection(overrides={"3": {"n": 4, "k": 1}}, skip=("6",))
+        n=8, k=2, epochs=0, layers=LayerSelection(overrides={"3": {"n": 4, "k": 1}}, skip=("6",))
     )
-    result = compress_(model, config)  # no data: no retraining
+    result = compress_(model, config)  # epochs 0: post-training coding, no data needed
     assert result.layers == ["0", "3"] and result.history == {} and result.report == {}
     assert isinstance(model[0], CodedConv2d)
     assert isinstance(model[3], CodedConv2d)
@@ -185,7 +185,7 @@ def test_compress_without_data_projects_and_swaps_every_layer():
 
 def test_coded_layer_simulates_exactly():
     model = small_mlp()
-    compress_(model, SSTConfig(SSTCodeSpec(n=4, k=1, per_row_step=True)))
+    compress_(model, SSTConfig(SSTCodeSpec(n=4, k=1, per_row_step=True), Recipe(epochs=0)))
     coded = model[1].coded
     x = np.random.default_rng(0).integers(-128, 128, size=(9, 16))
     y = simulate(coded.graph, x)
@@ -249,7 +249,8 @@ def test_config_parts_must_have_their_types():
     message = "SSTConfig.code must be an SSTCodeSpec; got SSTCode SSTCode(n=8, k=2)."
     with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
         SSTConfig(code=SSTCode(8, 2))
-    with pytest.raises(TypeError, match="^SSTConfig.train must be a Recipe; got dict"):
+    message = "SSTConfig.train must be a Recipe; got dict {'epochs': 3}."
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
         SSTConfig(train={"epochs": 3})
 
 

@@ -1,5 +1,7 @@
 """Folding inference-mode BatchNorm into the layer that feeds it."""
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -71,5 +73,9 @@ def test_linear_with_bias_and_norm_without_affine():
 
 def test_norm_without_running_statistics_is_refused():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False))
-    with pytest.raises(ValueError, match="BatchNorm '1' keeps no running statistics"):
+    message = (
+        "BatchNorm '1' keeps no running statistics (track_running_stats=False), so it has no "
+        "inference form to fold into '0'."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
         fold_batchnorm_(model)

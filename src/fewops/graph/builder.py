@@ -70,6 +70,10 @@ class GraphBuilder:
     def mul(self, a: ArrayLike, const: ArrayLike, sa: ArrayLike = 0) -> np.ndarray:
         return self._append(Op.MUL, a, -1, sa, 0, np.asarray(const, dtype=np.int64))
 
+    def trunc(self, a: ArrayLike, drop: ArrayLike, sa: ArrayLike = 0) -> np.ndarray:
+        """Nodes ``floor((a << sa) / 2**drop)`` at an exponent ``drop`` higher: rounding by wires."""
+        return self._append(Op.TRUNC, a, -1, sa, 0, np.asarray(drop, dtype=np.int64))
+
     def outputs(self, a: ArrayLike, sa: ArrayLike = 0) -> np.ndarray:
         return self._append(Op.OUTPUT, a, -1, sa)
 

@@ -2,7 +2,9 @@
 
 Every value in a graph is an integer ``v`` standing for the real number ``v * 2**lsb``; the
 exponent ``lsb`` is a property of the node (see :mod:`fewops.graph.widths`). Shifts are therefore
-pure wiring: they change a node's exponent, never its integer, and never lose a bit.
+pure wiring: they change a node's exponent, never its integer, and never lose a bit. The one
+node that loses bits is TRUNC (rounding inside the graph): it keeps ``floor(int / 2**const)`` and
+raises the exponent by ``const``, which in hardware is a slice of wires.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ class Op(IntEnum):
     NEG = 5  # -(a << sa): counted as a neg unless a later pass folds it into a SUB
     MUL = 6  # (a << sa) * const: a general multiplier unless |const| is a power of two
     OUTPUT = 7  # a << sa, exposed as an output port (ports in node order)
+    TRUNC = 8  # (a << sa) with its ``const`` lowest bits dropped (floor): wiring, no adder
 
 
 OP_NAMES = {op.value: op.name.lower() for op in Op}
 LEAF_OPS = (Op.INPUT, Op.CONST)
 BINARY_OPS = (Op.ADD, Op.SUB)
-UNARY_OPS = (Op.SHIFT, Op.NEG, Op.MUL, Op.OUTPUT)
+UNARY_OPS = (Op.SHIFT, Op.NEG, Op.MUL, Op.OUTPUT, Op.TRUNC)
 
 
 def op_name(code: int) -> str:

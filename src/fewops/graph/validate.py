@@ -49,6 +49,20 @@ def canonicalize(
             f"Node {i} ({op_name(op[i])}) shifts by {int(sa[i])}/{int(sb[i])}; "
             f"shifts must stay within +-{MAX_SHIFT}."
         )
+    trunc = np.flatnonzero(op == Op.TRUNC)
+    if trunc.size:
+        drops = np.asarray(const[trunc], dtype=object)
+        bad = [
+            i
+            for i, t in zip(trunc.tolist(), drops.tolist(), strict=True)
+            if not 0 <= t <= MAX_SHIFT
+        ]
+        if bad:
+            i = bad[0]
+            raise ValueError(
+                f"Node {i} (trunc) drops {int(const[i])} low bits; a trunc node drops "
+                f"0..{MAX_SHIFT} bits."
+            )
     a = np.where(leaf, -1, a)
     b = np.where(binary, b, -1)
     inputs = np.flatnonzero(op == Op.INPUT)

@@ -40,19 +40,30 @@ def infer_lsb(graph: Graph) -> np.ndarray:
         ea = lsb[graph.a[nodes]] + graph.sa[nodes]
         binary = (op[nodes] == Op.ADD) | (op[nodes] == Op.SUB)
         eb = np.where(binary, lsb[np.maximum(graph.b[nodes], 0)] + graph.sb[nodes], ea)
-        lsb[nodes] = np.minimum(ea, eb)
+        lsb[nodes] = np.minimum(ea, eb) + trunc_drops(graph, nodes)
     outs = graph.output_nodes
     if outs.size:
         lsb[outs] = lsb[outs].min()
     return lsb
 
 
+def trunc_drops(graph: Graph, nodes: np.ndarray | None = None) -> np.ndarray:
+    """Low bits each node drops: ``const`` for TRUNC nodes, 0 for every other node."""
+    idx = np.arange(graph.num_nodes) if nodes is None else nodes
+    is_trunc = graph.op[idx] == Op.TRUNC
+    return np.where(is_trunc, graph.const[idx], 0).astype(np.int64)
+
+
 def operand_shifts(graph: Graph) -> tuple[np.ndarray, np.ndarray]:
-    """Left shifts (>= 0) that align each operand's integer to its node's exponent."""
+    """Left shifts (>= 0) that align each operand's integer to its node's exponent.
+
+    A TRUNC node's operand needs no alignment (shift 0): the node is the operand's integer with
+    its ``const`` low bits dropped.
+    """
     lsb = graph.lsb
     a = np.maximum(graph.a, 0)
     b = np.maximum(graph.b, 0)
-    la = np.where(graph.a >= 0, lsb[a] + graph.sa - lsb, 0)
+    la = np.where(graph.a >= 0, lsb[a] + graph.sa - lsb + trunc_drops(graph), 0)
     lb = np.where(graph.b >= 0, lsb[b] + graph.sb - lsb, 0)
     return la, lb
 
@@ -113,9 +124,23 @@ def _ranges(
         ):
             new_lo = np.where(mask, l_val, new_lo)
             new_hi = np.where(mask, h_val, new_hi)
+        cut = kind == Op.TRUNC
+        if cut.any():
+            drop = graph.const[nodes][cut]
+            new_lo[cut] = _floor_shift(alo[cut], drop, dtype)
+            new_hi[cut] = _floor_shift(ahi[cut], drop, dtype)
         lo[nodes] = new_lo
         hi[nodes] = new_hi
     return lo, hi
+
+
+def _floor_shift(values: np.ndarray, drop: np.ndarray, dtype: DTypeLike) -> np.ndarray:
+    """floor(values / 2**drop), exactly, in the pass's number type."""
+    if dtype is object:
+        return np.array([int(v) >> int(t) for v, t in zip(values, drop, strict=True)], dtype=object)
+    if dtype == np.float64:
+        return np.floor(np.ldexp(values, -np.asarray(drop, dtype=np.int64)))
+    return np.right_shift(values, np.asarray(drop, dtype=np.int64))
 
 
 def _pow2(shifts: np.ndarray, dtype: DTypeLike) -> np.ndarray:
@@ -161,6 +186,31 @@ def infer_widths(graph: Graph, input_width: int) -> np.ndarray:
     top = 1 << (int(input_width) - 1)
     lo, hi = infer_ranges(graph, -top, top - 1)
     return signed_width(lo, hi)
+
+
+def modular_widths(graph: Graph, widths: np.ndarray) -> np.ndarray:
+    """Narrow exact widths to the bits some reader needs (two's-complement wrap-around).
+
+    The low ``w`` bits of a sum, difference, negation or product depend only on the low ``w``
+    bits of its operands, so a node needs no more bits than its widest reader needs after that
+    reader's alignment shift (plus the bits a TRUNC reader drops). Outputs keep their exact
+    width, so every output value is unchanged; inputs keep theirs (they are ports).
+    """
+    widths = np.asarray(widths, dtype=np.int64)
+    need = np.zeros(graph.num_nodes, dtype=np.int64)
+    outs = graph.output_nodes
+    need[outs] = widths[outs]
+    la, lb = operand_shifts(graph)
+    drop = trunc_drops(graph)
+    for nodes in reversed(level_groups(graph)[1:]):
+        have = np.minimum(widths[nodes], need[nodes])
+        a = graph.a[nodes]
+        np.maximum.at(need, a, have - la[nodes] + drop[nodes])
+        has_b = graph.b[nodes] >= 0
+        np.maximum.at(need, graph.b[nodes][has_b], have[has_b] - lb[nodes][has_b])
+    narrowed = np.minimum(widths, np.maximum(need, 1))
+    narrowed[graph.input_nodes] = widths[graph.input_nodes]
+    return narrowed
 
 
 def datapath_bits(graph: Graph, input_width: int = 8) -> int:

@@ -24,11 +24,11 @@ import numpy as np
 
 from fewops.graph.graph import Graph
 from fewops.graph.ops import Op
-from fewops.graph.widths import infer_ranges, operand_shifts, signed_width
+from fewops.graph.widths import infer_ranges, modular_widths, operand_shifts, signed_width
 
 MIN_INPUT_WIDTH = 2
 MAX_INPUT_WIDTH = 64
-SUPPORTED_OPS = (Op.INPUT, Op.CONST, Op.SHIFT, Op.ADD, Op.SUB, Op.NEG, Op.MUL, Op.OUTPUT)
+SUPPORTED_OPS = (Op.INPUT, Op.CONST, Op.SHIFT, Op.ADD, Op.SUB, Op.NEG, Op.MUL, Op.OUTPUT, Op.TRUNC)
 STYLES = ("assign", "always")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEYWORDS = frozenset(
@@ -139,11 +139,15 @@ def _pow2_exponent(values: np.ndarray) -> np.ndarray:
 
 
 def node_widths(graph: Graph, input_lo: int, input_hi: int, input_width: int) -> np.ndarray:
-    """Signed width of every node for inputs in [input_lo, input_hi] (inputs get the port width)."""
+    """Signed width of every node for inputs in [input_lo, input_hi] (inputs get the port width).
+
+    Inner nodes keep only the bits their readers need (:func:`modular_widths`): wrap-around in
+    those bits cannot reach an output.
+    """
     lo, hi = infer_ranges(graph, input_lo, input_hi)
     widths = np.asarray(signed_width(lo, hi), dtype=np.int64)
     widths[graph.input_nodes] = input_width
-    return widths
+    return modular_widths(graph, widths)
 
 
 def _stages(graph: Graph, every: int) -> tuple[np.ndarray, int]:
@@ -246,6 +250,11 @@ def emit_module(
             fmt = "-({})" if kind == Op.NEG else "{}"
             for i, x in zip(idx.tolist(), ea, strict=True):
                 expr[i] = fmt.format(x)
+    idx = kinds[Op.TRUNC]
+    if idx.size:
+        ea = operand(graph.a[idx], la[idx], delay_a[idx])
+        for i, x, t in zip(idx.tolist(), ea, graph.const[idx].tolist(), strict=True):
+            expr[i] = f"{x} >>> {int(t)}" if t else x
     idx = kinds[Op.MUL]
     if idx.size:
         consts = np.asarray(graph.const[idx])

@@ -6,6 +6,7 @@ carries JSON for everything else (a format tag, settings, histories).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -41,9 +42,28 @@ def cpu_copy(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().to("cpu").contiguous()
 
 
+# The metadata key holding :func:`content_hash` of a file's tensors.
+HASH_KEY = "content_sha256"
+
+
+def content_hash(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = cpu_copy(tensors[name])
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]):
-    """Write ``tensors`` and string ``metadata`` as one safetensors file, atomically."""
+    """Write ``tensors`` and string ``metadata`` as one safetensors file, atomically.
+
+    The metadata gains ``content_sha256`` (:func:`content_hash`), which :func:`read_tensors`
+    checks, so a flipped byte or a file pieced together from two runs is refused.
+    """
     tensors = {k: cpu_copy(v) for k, v in tensors.items()}
+    metadata = {**metadata, HASH_KEY: content_hash(tensors)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
@@ -52,7 +72,8 @@ def read_tensors(
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """All tensors and the metadata of a safetensors file whose ``format`` tag must match.
 
-    ``what`` names the kind of file in error messages ("training checkpoint", ...).
+    ``what`` names the kind of file in error messages ("training checkpoint", ...). The tensors
+    must match the content hash recorded when the file was written (:func:`save_tensors`).
     """
     path = Path(path)
     try:
@@ -67,6 +88,13 @@ def read_tensors(
         raise ValueError(
             f"The file {path} is not a fewops {what} (format {meta.get('format')!r}, "
             f"expected {expected_format!r})."
+        )
+    recorded = meta.get(HASH_KEY)
+    if recorded is None or recorded != content_hash(tensors):
+        state = "records no content hash" if recorded is None else "fails its content hash"
+        raise ValueError(
+            f"The {what} {path} is corrupt or unreadable (it {state}: changed or torn since it "
+            "was written). Delete it to start afresh."
         )
     return tensors, meta
 

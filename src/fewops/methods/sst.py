@@ -3,8 +3,10 @@
 ``compress_(model, SSTConfig(SSTCodeSpec(n=8, k=2), Recipe(epochs=6)), data=dataset)`` retrains
 the model with straight-through QAT (the forward pass uses the projected ternary weights,
 gradients update a float shadow copy), then swaps every targeted Linear/Conv2d for a coded layer
-holding the final :class:`~fewops.codes.base.CodedMatrix`. Without ``data`` (or with
-``train.epochs=0``) the float weights are projected as they are. The command line
+holding the final :class:`~fewops.codes.base.CodedMatrix`. ``data`` is anything
+:func:`fewops.data.adapt.as_dataset` takes ((x, y) arrays or tensors, a torch Dataset or
+DataLoader, a fewops data set). Without ``data`` a config that retrains is refused; with
+``train.epochs=0`` the float weights are projected as they are (post-training coding). The command line
 (``fewops compress --method sst``) is generated from these dataclasses by
 :mod:`fewops.cli.options`.
 
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fewops.codes.sst import SSTCode
+from fewops.data.adapt import as_dataset
 from fewops.nn.api import LayerSelection, MethodOutcome, register, set_submodule
 from fewops.nn.coded import coded_like, layer_matrix
 from fewops.train.fit import fit
@@ -369,7 +372,10 @@ def _sst(model, config, targets, data=None, progress: bool = False, **_) -> Meth
     ``progress`` shows a progress bar while retraining (runtime, not part of the config).
     """
     outcome = MethodOutcome()
+    if data is None and config.train.epochs > 0:
+        raise ValueError(no_data_message("SST", "(n, k) code", config.train.epochs))
     if data is not None and config.train.epochs > 0:
+        data = as_dataset(data)
         info = retrain(model, config, targets, data, progress=progress)
         outcome.history["qat"] = info["history"]
         outcome.report.update(k_per_epoch=info["k_per_epoch"], normalized=info["normalized"])
@@ -377,6 +383,16 @@ def _sst(model, config, targets, data=None, progress: bool = False, **_) -> Meth
         coded = cfg.code.build().code_matrix(layer_matrix(module).numpy())
         set_submodule(model, name, coded_like(module, coded))
     return outcome
+
+
+def no_data_message(method: str, code: str, epochs: int) -> str:
+    """The refusal of a method that retrains when no data are given (SST, WACR)."""
+    return (
+        f"{method} retrains the model onto its {code} for {epochs} epochs and needs training "
+        "data: pass data=(x_train, y_train) (arrays or tensors), a torch Dataset or DataLoader, "
+        f"or a fewops data set; or set train=Recipe(epochs=0) (--epochs 0) to code the float "
+        "weights without retraining (post-training coding, far less accurate)."
+    )
 
 
 def demo_config() -> SSTConfig:

@@ -38,6 +38,37 @@ from fewops.nn.integer_network import exact_int, im2col, maxpool, square_size
 from fewops.sim.evaluate import evaluate
 
 PASS_THROUGH = (nn.Identity, nn.Dropout)
+SUPPORTED_MODULES = (
+    CodedLinear,
+    CodedConv2d,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.Flatten,
+    nn.MaxPool2d,
+    nn.AdaptiveAvgPool2d,
+    *PASS_THROUGH,
+)
+RELUS = (F.relu, torch.relu)
+CLAMPS = (torch.clamp, torch.clip, torch.clamp_min)
+RESHAPES = ("view", "reshape")
+SUPPORTED_FUNCTIONS = (
+    operator.add,
+    operator.iadd,
+    torch.add,
+    operator.getitem,
+    getattr,
+    F.pad,
+    F.relu6,
+    F.max_pool2d,
+    F.adaptive_avg_pool2d,
+    F.dropout,
+    torch.flatten,
+    torch.reshape,
+    *RELUS,
+    *CLAMPS,
+)
+SUPPORTED_METHODS = ("flatten", "relu", "size", "view", "reshape", "clamp", "clip", "clamp_min")
+SUPPORTED_METHODS += ("contiguous",)
 
 
 class _Tracer(fx.Tracer):
@@ -112,8 +143,9 @@ class TracedNetwork:
                 env[node.name] = self._node(node, env, integer, calibrate)
         return result
 
-    def _node(self, node: fx.Node, env: dict, integer: bool, calibrate: dict | None) -> Value:
-        args = [env[a.name] if isinstance(a, fx.Node) else a for a in node.args]
+    def _node(self, node: fx.Node, env: dict, integer: bool, calibrate: dict | None):
+        args = list(fx.node.map_arg(node.args, lambda a: env[a.name]))
+        kwargs = dict(fx.node.map_arg(node.kwargs, lambda a: env[a.name]))
         if node.op == "call_module":
             module = self.modules[node.target]
             if isinstance(module, CodedLinear | CodedConv2d):
@@ -121,6 +153,8 @@ class TracedNetwork:
                 return _coded(module, x, integer)
             if isinstance(module, nn.ReLU):
                 return self._round(node.name, _relu(args[0]), integer, calibrate)
+            if isinstance(module, nn.ReLU6):
+                return self._clamp(node.name, args[0], 0.0, 6.0, integer, calibrate)
             if isinstance(module, PASS_THROUGH):
                 return args[0]
             if isinstance(module, nn.Flatten):
@@ -131,21 +165,68 @@ class TracedNetwork:
                 return _global_sum(args[0], module, node.target)
             raise ValueError(_unsupported(f"module {node.target!r} ({type(module).__name__})"))
         if node.op == "call_function":
-            if node.target in (operator.add, operator.iadd, torch.add):
+            target = node.target
+            if target in (operator.add, operator.iadd, torch.add):
                 return _add(args[0], args[1], node.name)
-            if node.target in (F.relu, torch.relu):
+            if target in RELUS:
                 return self._round(node.name, _relu(args[0]), integer, calibrate)
-            if node.target is operator.getitem:
+            if target is operator.getitem:
+                if not isinstance(args[0], Value):  # a shape or a size: plain Python indexing
+                    return args[0][args[1]]
                 return _slice(args[0], args[1], node.name)
-            if node.target is F.pad:
+            if target is getattr:
+                return _attribute(args[0], args[1], node.name)
+            if target is F.pad:
                 return _pad(args[0], node, node.name)
-            if node.target is torch.flatten:
-                return _reshape(args[0], args[1] if len(args) > 1 else 0)
-        if node.op == "call_method" and node.target == "flatten":
-            return _reshape(args[0], args[1] if len(args) > 1 else 0)
-        if node.op == "call_method" and node.target == "relu":
-            return self._round(node.name, _relu(args[0]), integer, calibrate)
-        raise ValueError(_unsupported(f"operation {node.op} {node.target!r} at node {node.name!r}"))
+            if target is torch.flatten:
+                return _reshape(args[0], _arg(args, kwargs, 1, "start_dim", 0))
+            if target is torch.reshape:
+                return _view(args[0], _arg(args, kwargs, 1, "shape", None), node.name)
+            if target is F.max_pool2d:
+                return _pool_max(args[0], _max_pool_module(args, kwargs), node.name)
+            if target is F.adaptive_avg_pool2d:
+                pool = nn.AdaptiveAvgPool2d(_arg(args, kwargs, 1, "output_size", None))
+                return _global_sum(args[0], pool, node.name)
+            if target is F.dropout:
+                return args[0]
+            if target is F.relu6:
+                return self._clamp(node.name, args[0], 0.0, 6.0, integer, calibrate)
+            if target in CLAMPS:
+                low, high = _clamp_bounds(target, args, kwargs, node.name)
+                return self._clamp(node.name, args[0], low, high, integer, calibrate)
+        if node.op == "call_method":
+            name = node.target
+            if name == "flatten":
+                return _reshape(args[0], _arg(args, kwargs, 1, "start_dim", 0))
+            if name == "relu":
+                return self._round(node.name, _relu(args[0]), integer, calibrate)
+            if name == "size":
+                shape = tuple(args[0].a.shape)
+                dim = _arg(args, kwargs, 1, "dim", None)
+                return shape if dim is None else shape[dim]
+            if name in RESHAPES:
+                shape = (
+                    args[1] if len(args) == 2 and isinstance(args[1], tuple | list) else args[1:]
+                )
+                return _view(args[0], shape, node.name)
+            if name == "contiguous":
+                return args[0]
+            if name in ("clamp", "clip", "clamp_min"):
+                target = torch.clamp_min if name == "clamp_min" else torch.clamp
+                low, high = _clamp_bounds(target, args, kwargs, node.name)
+                return self._clamp(node.name, args[0], low, high, integer, calibrate)
+        raise ValueError(_unsupported(describe(node, self.modules)))
+
+    def _clamp(self, key: str, v: Value, low, high, integer: bool, calibrate: dict | None):
+        """clamp(v, 0, high): a ReLU whose output is capped at ``high`` before rounding (the cap
+        is taken on v's own grid, so the integer run and the reference agree exactly)."""
+        relu = _relu(v)
+        if high is not None:
+            steps = math.floor(math.ldexp(float(high) * v.divisor, -v.e))
+            cap = min(steps, 2**62)
+            top = cap if integer else math.ldexp(cap, v.e)
+            relu = Value(np.minimum(relu.a, top), v.e, True, False, v.divisor)
+        return self._round(key, relu, integer, calibrate)
 
     def _narrow(self, name: str, v: Value, integer: bool, calibrate: dict | None) -> Value:
         """A coded layer's input, rounded to act_bits if it is not already."""
@@ -169,12 +250,103 @@ class TracedNetwork:
         return Value(np.ldexp(q, -frac), -frac, v.nonneg, True, v.divisor)
 
 
+SUPPORTED_TEXT = (
+    "coded Linear/Conv2d, ReLU (nn.ReLU, F.relu, torch.relu, x.relu()), ReLU6 and "
+    "torch.clamp(x, 0, max), residual add, max pooling (nn.MaxPool2d, F.max_pool2d), global "
+    "average pooling, flattening (nn.Flatten, torch.flatten, x.view(x.size(0), -1), reshape "
+    "keeping the batch dimension), slicing, zero padding, Dropout and Identity (fold BatchNorm "
+    "first, e.g. LCCConfig(fold_batchnorm=True))"
+)
+
+
 def _unsupported(what: str) -> str:
-    return (
-        f"Integer simulation does not support {what}; supported: coded Linear/Conv2d, ReLU, "
-        "residual add, max pooling, global average pooling, Flatten, slicing, zero padding, "
-        "Dropout and Identity (fold BatchNorm first, e.g. LCCConfig(fold_batchnorm=True))."
-    )
+    return f"Integer simulation does not support {what}; supported: {SUPPORTED_TEXT}."
+
+
+def _name_of(target) -> str:
+    """torch.nn.functional.max_pool2d, not boolean_dispatch.<locals>.fn."""
+    for prefix, namespace in (("F.", F), ("torch.", torch), ("operator.", operator)):
+        for name in dir(namespace):
+            if not name.startswith("_") and getattr(namespace, name, None) is target:
+                return prefix + name
+    module = getattr(target, "__module__", None) or ""
+    return f"{module}.{getattr(target, '__qualname__', repr(target))}".lstrip(".")
+
+
+def describe(node: fx.Node, modules: dict) -> str:
+    """One node in words, for error messages."""
+    if node.op == "call_module":
+        return f"module {node.target!r} ({type(modules[node.target]).__name__})"
+    if node.op == "call_function":
+        return f"function {_name_of(node.target)} at node {node.name!r}"
+    return f"operation {node.op} {node.target!r} at node {node.name!r}"
+
+
+def unsupported_nodes(graph: fx.Graph, modules: dict) -> list[str]:
+    """Every node of ``graph`` that no handler runs, in words (empty when all are supported)."""
+    found = []
+    for node in graph.nodes:
+        if node.op in ("placeholder", "output"):
+            continue
+        if node.op == "call_module" and isinstance(modules[node.target], SUPPORTED_MODULES):
+            continue
+        if node.op == "call_function" and node.target in SUPPORTED_FUNCTIONS:
+            continue
+        if node.op == "call_method" and node.target in SUPPORTED_METHODS:
+            continue
+        found.append(describe(node, modules))
+    return found
+
+
+def _arg(args: list, kwargs: dict, index: int, name: str, default):
+    if len(args) > index:
+        return args[index]
+    return kwargs.get(name, default)
+
+
+def _attribute(value, name: str, node_name: str):
+    if isinstance(value, Value) and name == "shape":
+        return tuple(value.a.shape)
+    raise ValueError(_unsupported(f"reading attribute {name!r} at node {node_name!r}"))
+
+
+def _view(v: Value, shape, name: str) -> Value:
+    """A reshape that keeps the batch dimension first (x.view(x.size(0), -1) and the like)."""
+    try:
+        out = v.a.reshape(tuple(int(d) for d in shape))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"Cannot reshape {v.a.shape} to {shape} at node {name!r} ({exc})."
+        ) from None
+    if out.ndim < 1 or out.shape[0] != v.a.shape[0]:
+        raise ValueError(
+            _unsupported(
+                f"a reshape to {tuple(shape)} at node {name!r} that changes the batch "
+                "dimension (write x.view(x.size(0), -1))"
+            )
+        )
+    return Value(out, v.e, v.nonneg, v.narrow, v.divisor)
+
+
+def _max_pool_module(args: list, kwargs: dict) -> nn.MaxPool2d:
+    names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+    given = {n: _arg(args, kwargs, i + 1, n, None) for i, n in enumerate(names)}
+    return nn.MaxPool2d(**{n: v for n, v in given.items() if v is not None})
+
+
+def _clamp_bounds(target, args: list, kwargs: dict, name: str):
+    low = _arg(args, kwargs, 1, "min", None)
+    high = None if target is torch.clamp_min else _arg(args, kwargs, 2, "max", None)
+    if isinstance(low, Value) or isinstance(high, Value) or low is None or float(low) != 0.0:
+        raise ValueError(
+            _unsupported(
+                f"clamp with min={low!r} at node {name!r} (only min=0, the ReLU-like clamp "
+                "torch.clamp(x, 0, max), is simulated)"
+            )
+        )
+    if high is not None and float(high) <= 0:
+        raise ValueError(_unsupported(f"clamp with max={high!r} <= 0 at node {name!r}"))
+    return 0.0, high
 
 
 # -- handlers (each works on integer arrays and on float64 reals alike) --------------------------
@@ -263,6 +435,8 @@ def _reshape(v: Value, start_dim: int) -> Value:
 
 
 def _pool_max(v: Value, module: nn.MaxPool2d, name: str) -> Value:
+    if module.ceil_mode or module.return_indices:
+        raise ValueError(_unsupported(f"max pooling {name!r} with ceil_mode or return_indices"))
     if module.padding not in (0, (0, 0)) or module.dilation not in (1, (1, 1)):
         raise ValueError(_unsupported(f"MaxPool2d {name!r} with padding or dilation"))
     k = square_size(module.kernel_size)
@@ -296,8 +470,15 @@ def compile_traced(
         if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
             raise ValueError(_unsupported(f"module {name!r} (BatchNorm)"))
     graph = _Tracer().trace(model)
+    modules = dict(model.named_modules())
+    missing = unsupported_nodes(graph, modules)
+    if missing:
+        raise ValueError(
+            f"Integer simulation does not support {'; '.join(missing)}. Supported: "
+            f"{SUPPORTED_TEXT}."
+        )
     if not any(isinstance(m, CodedLinear | CodedConv2d) for m in model.modules()):
         raise ValueError("The model has no coded layer to simulate.")
-    net = TracedNetwork(graph, dict(model.named_modules()), int(act_bits), int(act_bits))
+    net = TracedNetwork(graph, modules, int(act_bits), int(act_bits))
     net._forward(np.asarray(calibration, dtype=np.float64), False, calibrate={})
     return net

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from fewops.cost.report import NetworkCost
+from fewops.data.adapt import as_dataset
 from fewops.io.json_values import json_safe_dict
 from fewops.nn.api import coded_layers, compress_
 from fewops.nn.coded import CodedConv2d
@@ -58,7 +59,18 @@ def run_method(
     calibration_size: int = 512,
     **compress_kwargs,
 ) -> tuple[dict, nn.Module]:
-    """Code a copy of ``float_model`` with ``config``; returns (report entry, coded model)."""
+    """Code a copy of ``float_model`` with ``config``; returns (report entry, coded model).
+
+    ``dataset`` is anything :func:`fewops.data.adapt.as_dataset` takes; it needs a test split
+    (the accuracies are measured on it), e.g. ``((x_train, y_train), (x_test, y_test))``.
+    """
+    dataset = as_dataset(dataset)
+    if dataset.num_test == 0:
+        raise ValueError(
+            "run_method reports test accuracy and needs a test split: pass "
+            "data=((x_train, y_train), (x_test, y_test)), a (train, test) pair of torch Datasets "
+            "or DataLoaders, or a fewops data set; got training data only."
+        )
     start = time.perf_counter()
     model = copy.deepcopy(float_model)
     result = compress_(model, config, data=dataset, **compress_kwargs)

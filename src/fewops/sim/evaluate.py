@@ -165,6 +165,10 @@ def _widest_lane(graph: Graph, lo: int, hi: int) -> int | None:
         return None
     # The widest node is the one with the most negative low or the largest high bound.
     width = int(signed_width(node_lo.min(initial=0), node_hi.max(initial=0)))
+    if np.any(graph.op == Op.TRUNC):
+        # Dropping low bits is not linear: a packed word would carry one lane's bits into
+        # the next, so a graph that rounds gets one vector per int64 word.
+        return 64 if width <= 64 else None
     for bits in (16, 32, 64):
         if width <= bits:
             return bits
@@ -231,6 +235,9 @@ def _evaluate_vector(plan: Plan, x, consts, vals, spare, dtype) -> np.ndarray:
         elif g.kind == Op.MUL:
             assert g.const is not None  # the plan gives every MUL group its constants
             np.multiply(va, g.const.astype(dtype, copy=False), out=res)
+        elif g.kind == Op.TRUNC:
+            assert g.const is not None  # the plan gives every TRUNC group its drops
+            res[...] = _shr(va, g.const, dtype)
         else:  # SHIFT and OUTPUT: the alignment shift is all they do
             res[...] = va
     return vals[plan.outputs]
@@ -282,9 +289,21 @@ def _evaluate_block(plan: Plan, x: np.ndarray, consts, dtype) -> np.ndarray:
         elif g.kind == Op.MUL:
             assert g.const is not None  # the plan gives every MUL group its constants
             np.multiply(va, g.const.astype(dtype, copy=False)[:, None], out=res)
+        elif g.kind == Op.TRUNC:
+            assert g.const is not None  # the plan gives every TRUNC group its drops
+            res[...] = _shr(va, g.const[:, None], dtype)
         else:
             res[...] = va
     return vals[plan.outputs]
+
+
+def _shr(values: np.ndarray, shifts: np.ndarray, dtype) -> np.ndarray:
+    """floor(values / 2**shifts): an arithmetic right shift (exact for Python ints too)."""
+    if dtype is object:
+        drops = np.broadcast_to(shifts, values.shape)
+        flat = [int(v) >> int(t) for v, t in zip(values.ravel(), drops.ravel(), strict=True)]
+        return np.array(flat, dtype=object).reshape(values.shape)
+    return np.right_shift(values, shifts.astype(np.int64))
 
 
 def _shl(values: np.ndarray, shifts: np.ndarray, dtype, out=None) -> np.ndarray:

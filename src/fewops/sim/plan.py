@@ -144,7 +144,7 @@ def _group(kind, start, stop, idx, lsh, graph, nodes, table) -> Group:
         b=_as_slice(idx[1]) if len(idx) > 1 else None,
         la=lsh[0],
         lb=lsh[1] if len(lsh) > 1 else None,
-        const=graph.const[nodes] if kind == Op.MUL else None,
+        const=graph.const[nodes] if kind in (Op.MUL, Op.TRUNC) else None,
         table=table,
     )
 

@@ -86,6 +86,12 @@ def train_or_load(
                 f"The cached model {path} was trained with other settings than its name says; "
                 "delete it to retrain."
             )
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
+        if bad:
+            raise ValueError(
+                f"The cached model {path} is corrupt: its tensor {bad[0]!r} holds NaN or inf "
+                "values. Delete it to retrain."
+            )
         load_module_state(path, model, tensors)
         info = {"history": json.loads(meta.get("history", "{}")), "cached": True}
     else:

@@ -91,7 +91,12 @@ def test_every_matrix_algorithm_codes_a_network(algorithm):
 
 def test_search_without_data_is_refused():
     model = nn.Sequential(nn.Linear(4, 2))
-    with pytest.raises(ValueError, match="needs data: pass data=dataset"):
+    message = (
+        "LCCConfig(code=LCCCode(target_db=None)) searches per-layer SQNRs against accuracy and "
+        "needs data: pass data=dataset (or LCCConfig(validation=(x, y))), or set "
+        "code.target_db to code every layer at one SQNR."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
         compress_(model, LCCConfig(), workers=1)
 
 
@@ -109,10 +114,16 @@ def test_unmet_tolerance_reports_the_best_found():
 
 def test_uncodable_layer_is_named():
     model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Flatten(), nn.Linear(4, 2))
-    with pytest.raises(ValueError, match=r"LCC cannot code layer '0': it is a Conv1d"):
+    rest = (
+        "; the pipeline codes Linear and ungrouped, zero-padded Conv2d layers. Skip it with "
+        "LCCConfig(layers=LayerSelection(skip=('0',))) to keep it in float."
+    )
+    message = f"LCC cannot code layer '0': it is a Conv1d{rest}"
+    with pytest.raises(ValueError, match=re.escape(message)):
         compress_(model, _fixed(20.0), workers=1)
     grouped = nn.Sequential(nn.Conv2d(2, 2, 1, groups=2), nn.Flatten(), nn.Linear(8, 2))
-    with pytest.raises(ValueError, match=r"layer '0': it is a grouped convolution \(groups=2\)"):
+    message = f"LCC cannot code layer '0': it is a grouped convolution (groups=2){rest}"
+    with pytest.raises(ValueError, match=re.escape(message)):
         compress_(grouped, _fixed(20.0), workers=1)
     # skipped, it stays in float and the rest is coded
     cfg = _fixed(20.0, layers=LayerSelection(skip=("0",)))
@@ -134,7 +145,12 @@ def test_pruning_in_the_pipeline_shrinks_and_refuses_a_whole_layer():
     assert model[3].in_features == model[1].out_features < 24
     model = _trained_mlp(data)
     cfg = LCCConfig(prune=PruneSettings(prune_lambda=1e4), train=Recipe(epochs=1, lr=1e-2))
-    with pytest.raises(ValueError, match="drove all .* input groups of layer"):
+    message = (
+        "Pruning with group-lasso strength lambda=10000 drove all 16 input groups of layer '1' "
+        "to zero: removing them would delete the layer and disconnect the network. Use a "
+        "smaller lambda (e.g. 2500), or leave this layer out of the pruning."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
         compress_(model, cfg, data=data, workers=1)
 
 
@@ -157,7 +173,8 @@ def test_cli_options_make_the_config():
     assert cfg.code.algorithm == "fs" and cfg.search.tolerance == pytest.approx(0.01)
     assert cfg.share is False
     assert _cli_config() == LCCConfig()
-    with pytest.raises(ValueError, match="Unknown LCC algorithm 'x'"):
+    message = "Unknown LCC algorithm 'x'; choose one of dmp, rs, fs, mixed, grow, chain, best."
+    with pytest.raises(ValueError, match=re.escape(message)):
         LCCCode(algorithm="x")
 
 
@@ -323,5 +340,6 @@ def test_max_datapath_bits_option():
     assert _cli_config().code.max_datapath_bits == 64
     assert _cli_config("--max-datapath-bits", "none").code.max_datapath_bits is None
     assert _cli_config("--max-datapath-bits", "48").code.max_datapath_bits == 48
-    with pytest.raises(ValueError, match="max_datapath_bits must be None or at least 8.*got 4"):
+    message = "LCCCode.max_datapath_bits must be None or at least 8 (the input width); got 4."
+    with pytest.raises(ValueError, match=re.escape(message)):
         LCCCode(max_datapath_bits=4)

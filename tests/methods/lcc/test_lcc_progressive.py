@@ -2,6 +2,7 @@
 
 import copy
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -85,17 +86,27 @@ def test_progressive_coding_fine_tunes_the_float_rest_and_keeps_masked_columns_z
 
 
 def test_progressive_coding_needs_data_and_checks_its_options():
-    with pytest.raises(ValueError, match="code_finetune_epochs must be >= 0"):
+    message = "CodeFinetune.code_finetune_epochs must be >= 0 (0: no progressive coding); got -1."
+    with pytest.raises(ValueError, match=re.escape(message)):
         CodeFinetune(code_finetune_epochs=-1)
-    with pytest.raises(ValueError, match="code_groups must be None or >= 1"):
+    message = "CodeFinetune.code_groups must be None or >= 1; got 0."
+    with pytest.raises(ValueError, match=re.escape(message)):
         CodeFinetune(code_groups=0)
-    with pytest.raises(ValueError, match="code_finetune_slack"):
+    message = (
+        "CodeFinetune.code_finetune_slack is an accuracy fraction in [0, 1) "
+        "(0.005 = 0.5 points); got 2.0."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
         CodeFinetune(code_finetune_slack=2.0)
     data = _data()
     model = _mlp(data)
     x = torch.as_tensor(data.x_test[:100])
     y = torch.as_tensor(data.y_test[:100])
-    with pytest.raises(ValueError, match="Progressive coding .* needs data=dataset"):
+    message = (
+        "Progressive coding (progressive.code_finetune_epochs > 0) fine-tunes the model and "
+        "needs data=dataset."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
         cfg = LCCConfig(progressive=CodeFinetune(code_finetune_epochs=1), validation=(x, y))
         compress_(model, cfg, workers=1)
 
@@ -113,7 +124,7 @@ def test_pruned_model_is_cached_and_reused(tmp_path):
     first = copy.deepcopy(base)
     p1 = compress_(first, cfg, **run).report["prune"]
     assert p1["cached"] is False
-    assert len(list(tmp_path.glob("pruned-*.pt"))) == 1
+    assert len(list(tmp_path.glob("pruned-*.safetensors"))) == 1
     second = copy.deepcopy(base)
     p2 = compress_(second, cfg, **run).report["prune"]
     assert p2["cached"] is True
@@ -124,7 +135,7 @@ def test_pruned_model_is_cached_and_reused(tmp_path):
     third = copy.deepcopy(base)
     other = replace(cfg, prune=replace(cfg.prune, prune_lambda=0.3))
     assert compress_(third, other, **run).report["prune"]["cached"] is False
-    assert len(list(tmp_path.glob("pruned-*.pt"))) == 2
+    assert len(list(tmp_path.glob("pruned-*.safetensors"))) == 2
 
 
 def test_cli_progressive_options():

@@ -1,5 +1,7 @@
 """Group-lasso pruning: exact removal of zero groups, feeders shrink with them, bad lambdas refused."""
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -72,7 +74,12 @@ def test_lambda_that_prunes_a_whole_layer_is_refused():
     model = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2))
     GroupProx(lam=1e6, lr=1.0, layers=["2"])(model)
     assert float(group_norms(model[2]).detach().max()) == 0.0
-    with pytest.raises(ValueError, match=r"lambda=1e\+06 drove all 4 input groups of layer '2'"):
+    message = (
+        "Pruning with group-lasso strength lambda=1e+06 drove all 4 input groups of layer '2' "
+        "to zero: removing them would delete the layer and disconnect the network. Use a "
+        "smaller lambda (e.g. 250000), or leave this layer out of the pruning."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
         remove_zero_groups(model, lam=1e6)
     assert model[2].weight.shape == (2, 4)  # nothing was changed
 
@@ -92,7 +99,8 @@ def test_group_lasso_value_and_bad_lambda():
     with torch.no_grad():
         model[0].weight.copy_(torch.tensor([3.0, 4.0]).reshape(1, 2, 1, 1))
     assert float(GroupLasso(0.5)(model).detach()) == pytest.approx(3.5)
-    with pytest.raises(ValueError, match="finite number >= 0; got -1"):
+    message = "The group-lasso strength lambda must be a finite number >= 0; got -1."
+    with pytest.raises(ValueError, match=re.escape(message)):
         GroupLasso(-1)
 
 
@@ -112,5 +120,5 @@ def test_relative_prox_shrinks_every_layer_at_the_same_pace():
     scale = dict(prox.scale)
     prox(model)
     assert prox.scale == scale
-    with pytest.raises(ValueError, match="steps_per_epoch must be at least 1; got 0"):
+    with pytest.raises(ValueError, match=re.escape("steps_per_epoch must be at least 1; got 0.")):
         GroupProx(lam=1.0, lr=1e-3, relative=True, steps_per_epoch=0)

@@ -65,8 +65,17 @@ def _config(part: str, kwargs: dict) -> PolyConfig:
             {"coef_bits": 1},
             "Coefficient width must be an integer from 2 to 24 bits; got 1.",
         ),
-        ("code", {"axis": "rows"}, "Unknown polynomial axis 'rows'"),
-        ("code", {"interval": 1}, "Interval length must be an integer of at least 2, or None"),
+        (
+            "code",
+            {"axis": "rows"},
+            "Unknown polynomial axis 'rows'; choose one of kernel_row, kernel_col, channels, "
+            "fan_in, filters.",
+        ),
+        (
+            "code",
+            {"interval": 1},
+            "Interval length must be an integer of at least 2, or None for the whole axis; got 1.",
+        ),
         (
             "code",
             {"in_factors": [[4, 2]]},
@@ -79,7 +88,12 @@ def _config(part: str, kwargs: dict) -> PolyConfig:
             {"qat_epochs": -2, "mode": "reparam"},
             "PolyConfig.qat_epochs must be a non-negative integer; got -2.",
         ),
-        ("config", {"qat_epochs": 2}, "qat_epochs needs mode='reparam'"),
+        (
+            "config",
+            {"qat_epochs": 2},
+            "PolyConfig.qat_epochs=2 needs mode='reparam' (it trains the coefficients); "
+            "got mode='project'.",
+        ),
         (
             "config",
             {"qat_lr": 0.0},
@@ -148,7 +162,8 @@ def test_per_layer_override_values_are_checked_by_the_code():
 def test_layer_without_the_axis_is_named_before_training():
     model = _model()
     before = copy.deepcopy(model.state_dict())
-    with pytest.raises(ValueError, match="A linear layer has no 'kernel_row' axis"):
+    message = "A linear layer has no 'kernel_row' axis; its axes are 'fan_in', 'filters'."
+    with pytest.raises(ValueError, match=re.escape(message)):
         config = PolyConfig(code=PolyCode(axis="kernel_row", interval=3), train=Recipe(epochs=1))
         compress_(model, config, data=toy_images())
     for k, v in model.state_dict().items():
@@ -297,9 +312,19 @@ def test_cli_layer_overrides_json_file_or_string(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--layer-overrides", "no_such_file.json"], "no file at 'no_such_file.json'"),
-        (["--layer-overrides", "{not json"], "--layer-overrides is not valid JSON"),
-        (["--layer-overrides", '{"7": 3}'], "must map layer names to field dicts"),
+        (
+            ["--layer-overrides", "no_such_file.json"],
+            "--layer-overrides takes JSON or a .json file; no file at 'no_such_file.json'.",
+        ),
+        (
+            ["--layer-overrides", "{not json"],
+            "--layer-overrides is not valid JSON (Expecting property name enclosed in double "
+            "quotes: line 1 column 2 (char 1)).",
+        ),
+        (
+            ["--layer-overrides", '{"7": 3}'],
+            '--layer-overrides must map layer names to field dicts, e.g. {"0": {"bits": 12}}.',
+        ),
         (["--interval", "one"], "--interval takes an int or none; got 'one'."),
         (["--axis", "cols"], "argument --axis: invalid choice: 'cols'"),
         (["--epochs", "-1"], "Recipe.epochs must be a non-negative integer; got -1."),
@@ -314,7 +339,12 @@ def test_cli_bad_options_are_named(argv, message, capsys):
 
 def test_cli_unknown_override_field_is_named():
     config = _parse(["--layer-overrides", '{"3": {"degre": 2}}'])
-    with pytest.raises(ValueError, match=re.escape("Override for layer '3' sets 'degre', which")):
+    message = (
+        "Override for layer '3' sets 'degre', which is not a field of PolyCode (per-layer "
+        "overrides may set only: axis, bias_degree, coef_bits, degree, in_factors, in_shape, "
+        "interval, out_factor)."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
         compress_(_model(), config)
 
 

@@ -167,7 +167,8 @@ def test_handler_history_has_the_qat_stage_and_the_restarts():
         (lambda: PolyConfig(init="zeros"), "Unknown init 'zeros'; use 'float' or 'scratch'."),
         (
             lambda: PolyConfig(init="scratch", mode="project"),
-            "init='scratch' needs mode='reparam'",
+            "PolyConfig.init='scratch' needs mode='reparam' (it draws the coefficients); "
+            "got mode='project'.",
         ),
     ],
 )
@@ -198,9 +199,12 @@ def test_moment_scale_changes_the_coordinates_not_the_layer():
         torch.testing.assert_close(layer.moment_scale, scale)
         torch.testing.assert_close(layer.weight_matrix(), before_w, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(layer(x), before_y, atol=1e-4, rtol=1e-4)
-        with pytest.raises(ValueError, match="positive numbers"):
+        n = scale.numel()
+        message = f"A moment scale must be ({n},) positive numbers; got 0.0 among them."
+        with pytest.raises(ValueError, match=re.escape(message)):
             layer.set_moment_scale_(torch.zeros_like(scale))
-        with pytest.raises(ValueError, match=re.escape("got shape (3,)")):
+        message = f"A moment scale must be ({n},) positive numbers; got shape (3,)."
+        with pytest.raises(ValueError, match=re.escape(message)):
             layer.set_moment_scale_(torch.ones(3))
 
 
@@ -366,7 +370,10 @@ def test_augment_shift_needs_images():
     config = PolyConfig(train=Recipe(epochs=1), mode="reparam", augment_shift=2)
     with pytest.raises(
         ValueError,
-        match=re.escape("augment_shift=2 moves images, but the training inputs have shape (72,)"),
+        match=re.escape(
+            "augment_shift=2 moves images, but the training inputs have shape (72,) "
+            "(expected (channels, height, width))."
+        ),
     ):
         retrain_(model, config, flat, progress=False)
 

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import math
-import multiprocessing
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-from tqdm import tqdm
 
 from fewops.codes.base import CodedMatrix
 from fewops.codes.common import check_matrix, sqnr_db
@@ -22,6 +18,7 @@ from fewops.codes.lcc.lower import to_graph
 from fewops.cost.count import GraphCost, count_graph
 from fewops.graph.graph import Graph
 from fewops.graph.widths import datapath_bits
+from fewops.parallel import pmap, task_threads
 
 # Beyond this the float64 search cannot see the residual any more.
 MAX_TARGET_DB = 200.0
@@ -152,22 +149,15 @@ class LCCResult:
         }
 
 
-def _worker_init() -> None:
-    """One thread per worker process: the workers already use every core, and oversubscribed
-    BLAS / torch threads cost more CPU than they save (results do not depend on threads)."""
-    core.FAST_THREADS = 1
-    try:
-        # optional: threadpoolctl (it comes with scikit-learn, but the workers run without it)
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        return
-    threadpool_limits(1)
-
-
-def _run_slice(args) -> tuple[SliceCode, float]:
-    target, budget, algorithm, opts = args
+def run_slice(item, w: np.ndarray) -> tuple[SliceCode, float]:
+    """One slice's code: ``item`` = (first column, stop column, error budget, algorithm,
+    options); ``w`` the whole matrix (sent once to each worker, not once per slice)."""
+    start, stop, budget, algorithm, opts = item
+    threads = task_threads()
+    if threads is not None:
+        core.FAST_THREADS = threads  # inside a worker: the cores are shared out already
     t0 = time.perf_counter()
-    code = run_algorithm(algorithm, target, budget, **opts)
+    code = run_algorithm(algorithm, np.ascontiguousarray(w[:, start:stop]), budget, **opts)
     return code, time.perf_counter() - t0
 
 
@@ -188,8 +178,9 @@ def decompose(
     ``algorithm``: "dmp", "rs" (beam of ``mem``), "fs", "mixed", "grow" (ours), "chain" (ours:
     grow, then beam-searched row chains) or "best" (the fewest adds of several). ``S``: terms per wiring row for dmp/rs. Columns are cut into slices
     of ``slice_width`` (default near log2(out)); each slice meets the target on its own, so the
-    whole matrix does. Slices run in ``workers`` processes (default: the CPU count); the result
-    does not depend on ``workers``. ``seed`` seeds the randomised parts of the search (the
+    whole matrix does. Slices run in ``workers`` processes (default: the CPU count; inside
+    ``fewops.parallel.cluster(...)`` on that Dask cluster); the result does not depend on
+    ``workers`` or on where they run. ``seed`` seeds the randomised parts of the search (the
     restarts of "best" on slices of <= 128 rows, and the ``jitter`` option); with the other
     defaults the algorithms are deterministic greedy searches.
     Extra ``options`` go to the algorithm (e.g. ``batch``, ``max_depth``, ``polish`` for
@@ -222,9 +213,15 @@ def decompose(
         t = np.ascontiguousarray(w[:, a:b])
         budget = ratio * float(np.einsum("ij,ij->", t, t))
         jobs.append((t, budget, algorithm, dict(opts, seed=int(seed) * 1_000_003 + i)))
-    n_workers = (os.cpu_count() or 1) if workers is None else int(workers)
-    n_workers = max(1, min(n_workers, len(jobs)))
-    results = _map(jobs, n_workers, progress)
+    results = pmap(
+        run_slice,
+        [(a, b, budget, alg, o) for (a, b), (_, budget, alg, o) in zip(bounds, jobs, strict=True)],
+        workers=workers,
+        common={"w": w},
+        progress=progress,
+        desc="lcc slices",
+        unit="slice",
+    )
     slices = []
     for (a, b), (t, budget, _, _), (code, secs) in zip(bounds, jobs, results, strict=True):
         sl = code.matrix()
@@ -256,30 +253,3 @@ def decompose(
         options={"S": int(S), "mem": int(mem), "slice_width": width, "seed": int(seed), **options},
         seconds=time.perf_counter() - t0,
     )
-
-
-def _map(jobs, workers: int, progress: bool):
-    bar = None
-    if progress:
-        bar = tqdm(total=len(jobs), desc="lcc slices", unit="slice")
-    try:
-        if workers <= 1:
-            out = []
-            for job in jobs:
-                out.append(_run_slice(job))
-                if bar is not None:
-                    bar.update(1)
-            return out
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=_worker_init
-        ) as pool:
-            out = []
-            for res in pool.map(_run_slice, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
-                out.append(res)
-                if bar is not None:
-                    bar.update(1)
-            return out
-    finally:
-        if bar is not None:
-            bar.close()

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from fewops.codes import csd
+from fewops.data.adapt import as_dataset
 from fewops.io.json_values import jsonable
 from fewops.methods.lcc.config import LCCCode, LCCConfig, ToleranceNotMet, check_codable
 from fewops.methods.lcc.search import (
@@ -417,7 +418,7 @@ def _lcc(
         model,
         config,
         targets,
-        data=data,
+        data=None if data is None else as_dataset(data),
         input_shape=input_shape,
         workers=workers,
         progress=progress,

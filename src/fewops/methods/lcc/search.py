@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import time
-from concurrent.futures import ProcessPoolExecutor
-
 import numpy as np
 import torch
 from torch import nn
 
 from fewops.codes import csd
-from fewops.codes.lcc.column_sharing import share_and_decompose
+from fewops.codes.lcc.layer_job import code_layer
 from fewops.methods.lcc.config import LCCCode, LCCConfig
+from fewops.parallel import pmap
 from fewops.train.fit import evaluate
 
 
@@ -99,18 +95,6 @@ def search_levels(
     return levels, trials
 
 
-def _code_job(args):
-    name, w, db, kwargs = args
-    t0 = time.perf_counter()
-    try:
-        coded = share_and_decompose(w, db, **kwargs)
-    except ValueError as exc:
-        raise ValueError(
-            f"LCC of layer {name!r} ({w.shape[0]}x{w.shape[1]}) failed: {exc}"
-        ) from exc
-    return name, coded, time.perf_counter() - t0
-
-
 def code_layers(
     mats: dict[str, np.ndarray],
     levels: dict[str, float],
@@ -118,9 +102,12 @@ def code_layers(
     codes: dict[str, LCCCode] | None = None,
     *,
     workers: int | None = None,
+    progress: bool = False,
 ) -> tuple[dict, dict[str, float]]:
     """Share + LCC each layer at its level with its code (``codes``, default ``cfg.code``);
-    layers run in ``workers`` processes (None: the CPU count)."""
+    layers run in ``workers`` processes (None: the CPU count) through
+    :func:`fewops.parallel.pmap` (on the Dask cluster inside ``fewops.parallel.cluster``);
+    ``progress`` shows a bar of finished layers."""
     jobs = []
     for n in sorted(mats, key=lambda k: -mats[k].size):
         code = cfg.code if codes is None else codes[n]
@@ -136,12 +123,9 @@ def code_layers(
             "max_datapath_bits": code.max_datapath_bits,
         }
         jobs.append((n, mats[n], levels[n], kwargs))
-    workers = (os.cpu_count() or 1) if workers is None else int(workers)
-    workers = max(1, min(workers, len(jobs)))
-    if workers == 1:
-        results = [_code_job(j) for j in jobs]
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            results = list(pool.map(_code_job, jobs))
-    return {n: c for n, c, _ in results}, {n: s for n, _, s in results}
+    results = pmap(code_layer, jobs, workers=workers, progress=progress, desc="lcc layers")
+    names = [n for n, _, _, _ in jobs]
+    return (
+        {n: c for n, (c, _) in zip(names, results, strict=True)},
+        {n: s for n, (_, s) in zip(names, results, strict=True)},
+    )

@@ -10,16 +10,18 @@ layer were coded at once. Masked (zero) input groups of float layers are kept at
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from fewops.io.tensors import read_tensors, save_tensors
 from fewops.methods.lcc.config import LCCCode, LCCConfig
 from fewops.methods.lcc.prune import KeepZero, prune_by_group_lasso, zero_groups
 from fewops.methods.lcc.search import accuracy, code_layers, search_levels, set_weight
@@ -71,6 +73,9 @@ def _prune_key(model: nn.Module, data, names: list[str], cfg: LCCConfig) -> str:
     return h.hexdigest()[:20]
 
 
+PRUNE_CACHE_FORMAT = "fewops-pruned-model-1"
+
+
 def _adopt(model: nn.Module, other: nn.Module) -> None:
     """Make ``model`` (in place) the module ``other``: its children, parameters and buffers."""
     for name in list(model._modules):
@@ -82,6 +87,65 @@ def _adopt(model: nn.Module, other: nn.Module) -> None:
         model._parameters[name] = p
     for name, b in other._buffers.items():
         model._buffers[name] = b
+
+
+def _resize_to(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Give ``model``'s layers the (pruned) shapes of ``tensors``, then load them strictly.
+
+    Pruning removes input groups and feeder outputs, so a pruned Linear, Conv2d or BatchNorm has
+    fewer features than the float model; its sizes are read back from the saved weights.
+    """
+    for mname, module in model.named_modules():
+        prefix = f"{mname}." if mname else ""
+        for attr, value in list(module._parameters.items()) + list(module._buffers.items()):
+            saved = tensors.get(prefix + attr)
+            if value is None or saved is None or saved.shape == value.shape:
+                continue
+            if attr in module._parameters:
+                module._parameters[attr] = nn.Parameter(
+                    saved.clone(), requires_grad=value.requires_grad
+                )
+            else:
+                module._buffers[attr] = saved.clone()
+        weight = tensors.get(prefix + "weight")
+        if weight is None:
+            continue
+        if isinstance(module, nn.Linear) and weight.dim() == 2:
+            module.out_features, module.in_features = (int(v) for v in weight.shape)
+        elif isinstance(module, nn.Conv2d) and weight.dim() == 4:
+            module.out_channels = int(weight.shape[0])
+            module.in_channels = int(weight.shape[1]) * module.groups
+        elif isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
+            module.num_features = int(weight.shape[0])
+    model.load_state_dict(tensors, strict=True)
+
+
+def _load_pruned(path: Path, model: nn.Module, key: str) -> dict | None:
+    """The report of the cache entry at ``path`` with ``model`` made the pruned model, or None
+    (after a warning naming the file) when the entry is damaged, tampered with or does not fit.
+
+    The entry is a safetensors file (never unpickled) whose content hash and input key are
+    checked; anything that fails is pruned again, not trusted.
+    """
+    try:
+        tensors, meta = read_tensors(
+            path, expected_format=PRUNE_CACHE_FORMAT, what="pruned-model cache entry"
+        )
+        if meta.get("key") != key:
+            raise ValueError(f"The pruned-model cache entry {path} was made from other inputs.")
+        report = json.loads(meta["report"])
+        if not isinstance(report, dict):
+            raise ValueError(f"The pruned-model cache entry {path} has no report.")
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
+        if bad:
+            raise ValueError(f"The pruned-model cache entry {path} holds NaN or inf in {bad[0]}.")
+        pruned = copy.deepcopy(model)
+        _resize_to(pruned, tensors)
+    except (ValueError, KeyError, RuntimeError, RecursionError) as exc:
+        warnings.warn(f"Ignoring the pruned-model cache entry {path} ({exc}); pruning again.")
+        return None
+    _adopt(model, pruned)
+    return report
 
 
 def prune_stage(
@@ -98,14 +162,17 @@ def prune_stage(
 
     ``prune_cache``: a folder where the pruned model is kept, keyed by the float weights, the
     training set and the pruning settings, so a second run with the same ones skips training.
+    Entries are safetensors files with a content hash and the key of their inputs; a damaged or
+    tampered entry is pruned again (with a warning), never trusted.
     """
     path = None
+    key = _prune_key(model, data, names, cfg)
     if prune_cache is not None:
-        path = Path(prune_cache) / f"pruned-{_prune_key(model, data, names, cfg)}.pt"
+        path = Path(prune_cache) / f"pruned-{key}.safetensors"
         if path.exists():
-            saved = torch.load(path, weights_only=False)
-            _adopt(model, saved["model"])
-            return saved["report"], True
+            report = _load_pruned(path, model, key)
+            if report is not None:
+                return report, True
     pr = prune_by_group_lasso(
         model,
         data,
@@ -121,10 +188,8 @@ def prune_stage(
         fit_options=fit_options(cfg.train, train_threads),
     ).to_dict()
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"model": model, "report": pr}, tmp)
-        os.replace(tmp, path)
+        metadata = {"format": PRUNE_CACHE_FORMAT, "key": key, "report": json.dumps(pr)}
+        save_tensors(path, model.state_dict(), metadata)
     return pr, False
 
 

@@ -125,14 +125,20 @@ class PolyConfig:
         if self.init not in INITS:
             raise ValueError(f"Unknown init {self.init!r}; use 'float' or 'scratch'.")
         if self.init == "scratch" and self.mode != "reparam":
-            raise ValueError("init='scratch' needs mode='reparam' (it draws the coefficients).")
+            raise ValueError(
+                f"PolyConfig.init='scratch' needs mode='reparam' (it draws the coefficients); "
+                f"got mode={self.mode!r}."
+            )
         if not isinstance(self.precondition, bool):
             raise ValueError(
                 f"PolyConfig.precondition must be True or False; got {self.precondition!r}."
             )
         check_count("PolyConfig", "qat_epochs", self.qat_epochs, 0)
         if self.qat_epochs and self.mode != "reparam":
-            raise ValueError("qat_epochs needs mode='reparam' (it trains the coefficients).")
+            raise ValueError(
+                f"PolyConfig.qat_epochs={self.qat_epochs} needs mode='reparam' (it trains the "
+                f"coefficients); got mode={self.mode!r}."
+            )
         check_positive("PolyConfig", "qat_lr", self.qat_lr, optional=True)
         check_count("PolyConfig", "restarts", self.restarts, 1)
         check_count("PolyConfig", "augment_shift", self.augment_shift, 0)

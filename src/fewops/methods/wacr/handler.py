@@ -13,6 +13,8 @@ import torch
 
 from fewops.codes import poly
 from fewops.codes import poly_tensor as pt
+from fewops.data.adapt import as_dataset
+from fewops.methods.sst import no_data_message
 from fewops.methods.wacr import tensor as npt
 from fewops.methods.wacr.config import PolyConfig
 from fewops.methods.wacr.layers import layer_layout
@@ -42,7 +44,10 @@ def code_poly_layers(
     for _, module, cfg in targets:  # check every layer's axis and interval before any training
         layer_layout(module, cfg.code)
     outcome = MethodOutcome()
+    if data is None and config.train.epochs > 0:
+        raise ValueError(no_data_message("WACR", "polynomial families", config.train.epochs))
     if data is not None and config.train.epochs > 0:
+        data = as_dataset(data)
         outcome = outcome_of(retrain_(model, config, data, progress=progress, **fit_kwargs))
     for name, module, cfg in targets:
         code = cfg.code

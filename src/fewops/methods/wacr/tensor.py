@@ -148,10 +148,16 @@ class TensorPolyLayer(nn.Module):
     def set_moment_scale_(self, scale: torch.Tensor) -> None:
         """Precondition with ``scale`` (M,) positive; the layer's weight does not change."""
         scale = torch.as_tensor(scale, dtype=self.coefs.dtype, device=self.coefs.device)
-        if scale.shape != self.moment_scale.shape or not bool((scale > 0).all()):
+        if scale.shape != self.moment_scale.shape:
             raise ValueError(
                 f"A moment scale must be {tuple(self.moment_scale.shape)} positive numbers; got "
                 f"shape {tuple(scale.shape)}."
+            )
+        if not bool((scale > 0).all()):
+            bad = float(scale[~(scale > 0)].flatten()[0])
+            raise ValueError(
+                f"A moment scale must be {tuple(self.moment_scale.shape)} positive numbers; got "
+                f"{bad!r} among them."
             )
         self.coefs.mul_(scale / self.moment_scale)
         self.moment_scale.copy_(scale)
