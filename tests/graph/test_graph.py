@@ -161,7 +161,7 @@ def test_unknown_kind_is_refused():
     with pytest.raises(
         ValueError,
         match=re.escape(
-            "Unknown node kind 42; known kinds are 0=input, 1=const, 2=shift, 3=add, 4=sub, 5=neg, 6=mul, 7=output."
+            "Unknown node kind 42; known kinds are 0=input, 1=const, 2=shift, 3=add, 4=sub, 5=neg, 6=mul, 7=output, 8=trunc."
         ),
     ):
         Graph.from_arrays([0, 42], [-1, 0], [-1, -1], [0, 0], [0, 0], [0, 0])

@@ -10,8 +10,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from fewops.methods.lcc import LCCConfig, PruneSettings
-from fewops.methods.lcc import stages
+from fewops.methods.lcc import LCCConfig, PruneSettings, stages
 from fewops.train.recipe import Recipe
 
 
@@ -21,8 +20,12 @@ def _setup():
     y = (x[:, :3].argmax(1)).astype(np.int64)
     data = SimpleNamespace(x_train=x, y_train=y)
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3))
-    cfg = LCCConfig(prune=PruneSettings(prune_lambda=0.5, finetune_epochs=0), train=Recipe(epochs=1))
+    model = nn.Sequential(
+        nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3)
+    )
+    cfg = LCCConfig(
+        prune=PruneSettings(prune_lambda=0.5, finetune_epochs=0), train=Recipe(epochs=1)
+    )
     return model, data, cfg
 
 
@@ -69,7 +72,9 @@ class _Payload:
 
 
 @pytest.mark.parametrize("damage", ["pickle", "random", "flip", "nan", "truncated"])
-def test_a_damaged_or_planted_entry_is_pruned_again_not_trusted(first, tmp_path, damage, monkeypatch):
+def test_a_damaged_or_planted_entry_is_pruned_again_not_trusted(
+    first, tmp_path, damage, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     cache, entry = _fresh_copy(first[0], tmp_path)
     raw = entry.read_bytes()
@@ -82,7 +87,7 @@ def test_a_damaged_or_planted_entry_is_pruned_again_not_trusted(first, tmp_path,
     elif damage == "nan":
         # a NaN written with a matching hash (someone recomputed it): still refused
         with safe_open(str(entry), framework="pt") as handle:
-            meta = {k: v for k, v in handle.metadata().items() if k != "content_sha256"}
+            meta = dict(handle.metadata())
             tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
         tensors["0.weight"][0, 0] = float("nan")
         from fewops.io.tensors import save_tensors

@@ -25,6 +25,7 @@ from fewops.graph.io import load_graph
 from fewops.hw.emit import ModuleInfo, write_verilog
 from fewops.hw.testbench import make_vectors, write_testbench
 from fewops.hw.tools import ToolNotFoundError, run_iverilog, run_yosys
+from fewops.io.limits import limits_from
 from fewops.sim.evaluate import evaluate
 
 CODES = ("csd", "dense", "lcc")
@@ -72,13 +73,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--data", default=None, help="--model: bench the network on these test images")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="raise a limit on what --graph/--model files may declare (e.g. max_bits=4096; "
+        "names and defaults in docs/reliability.md); repeatable",
+    )
     p.set_defaults(run=run)
     return p
 
 
 def _graph_from_args(args) -> Graph:
     if args.graph is not None:
-        return load_graph(args.graph)
+        return load_graph(args.graph, limits=limits_from(args.limit).graph)
     path = Path(args.matrix)
     if not path.exists():
         raise FileNotFoundError(f"No matrix file at {path}.")

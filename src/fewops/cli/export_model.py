@@ -33,6 +33,7 @@ from fewops.hw.emit import (
 from fewops.hw.network import from_integer_network, write_network_verilog
 from fewops.hw.testbench import make_vectors, write_testbench
 from fewops.hw.tools import SimResult, run_iverilog, run_yosys
+from fewops.io.limits import limits_from
 from fewops.sim.evaluate import evaluate
 
 
@@ -50,7 +51,7 @@ def export_model(args) -> int:
     check_input_width(args.input_width)
     check_pipeline_every(args.pipeline_every)
     check_name(args.name or "mlp")
-    saved = load_coded_model(args.model)
+    saved = load_coded_model(args.model, limits=limits_from(getattr(args, "limit", None)))
     out = prepare_dir(args.verilog, args.overwrite)
     style = args.style
     manifest: dict = {"model": str(saved.path), "method": saved.method, "layers": []}

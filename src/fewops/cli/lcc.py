@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from fewops.codes.csd import bits_for_sqnr, encode
 from fewops.codes.lcc import decompose
 from fewops.codes.lcc.algorithms import ALGORITHMS
 from fewops.graph.io import save_graph
+from fewops.parallel import cluster
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -30,6 +32,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch", type=float, default=None, help="grow: fraction of rows per round")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    p.add_argument(
+        "--cluster",
+        default=None,
+        help="Dask scheduler tcp://HOST:PORT to code the slices on (see docs/parallel.md)",
+    )
     p.add_argument("--json", type=Path, default=None, help="write the summary as JSON here")
     p.add_argument("--save-matrix", type=Path, default=None, help="write W_hat (.npy) here")
     p.add_argument(
@@ -53,18 +60,19 @@ def run(args: argparse.Namespace) -> int:
     options = {}
     if args.batch is not None:
         options["batch"] = args.batch
-    res = decompose(
-        w,
-        args.target_db,
-        algorithm=args.algorithm,
-        S=args.S,
-        mem=args.mem,
-        slice_width=args.slice_width,
-        seed=args.seed,
-        workers=args.workers,
-        progress=not args.no_progress,
-        **options,
-    )
+    with cluster(args.cluster) if args.cluster else contextlib.nullcontext():
+        res = decompose(
+            w,
+            args.target_db,
+            algorithm=args.algorithm,
+            S=args.S,
+            mem=args.mem,
+            slice_width=args.slice_width,
+            seed=args.seed,
+            workers=args.workers,
+            progress=not args.no_progress,
+            **options,
+        )
     summary = res.summary()
     try:
         bits = bits_for_sqnr(res.weight, min(res.sqnr_db, 190.0))

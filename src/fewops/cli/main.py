@@ -42,6 +42,18 @@ def _guarded(run) -> int:
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"fewops: error: {exc}", file=sys.stderr)
         return 2
+    except (MemoryError, OverflowError, RecursionError) as exc:
+        # The readers bound every size they are given; one of these here means an input (or an
+        # option) asked for more than the machine has, and it is reported, not a traceback.
+        what = (
+            "ran out of memory"
+            if isinstance(exc, MemoryError)
+            else "met a number too large to represent"
+            if isinstance(exc, OverflowError)
+            else "met a structure nested too deeply"
+        )
+        print(f"fewops: error: the command {what} ({exc or type(exc).__name__}).", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

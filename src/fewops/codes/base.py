@@ -62,7 +62,7 @@ class CodedMatrix:
             name=name,
             kind=kind,
             shape=self.shape,
-            graph=count_graph(self.graph),
+            graph=count_graph(self.graph, bits=True),
             positions=positions,
             table_reads=self.table_reads,
             bias_adds=bias_adds,

@@ -13,6 +13,8 @@ from fewops.cost.count import GraphCost
 
 PER_POSITION_KEYS = (
     "adds",
+    "adder_bits",
+    "luts_est",
     "mults",
     "negs",
     "shifts",
@@ -28,7 +30,8 @@ class LayerCost:
     """Cost of one coded layer.
 
     ``graph`` holds the counts of one output position; ``table_reads``, ``bias_adds`` and
-    ``scale_mults`` are per position too. ``weight_bits`` and ``params`` are stored once.
+    ``scale_mults`` are per position too, and so are ``adder_bits`` (full-adder bits) and
+    ``luts_est`` (the calibrated LUT estimate, :mod:`fewops.cost.bits`). ``weight_bits`` and ``params`` are stored once.
     """
 
     name: str
@@ -50,6 +53,8 @@ class LayerCost:
     def per_position(self) -> dict[str, int]:
         return {
             "adds": self.graph.adds,
+            "adder_bits": self.graph.adder_bits,
+            "luts_est": self.graph.luts_est,
             "mults": self.graph.mults,
             "negs": self.graph.negs,
             "shifts": self.graph.shifts,

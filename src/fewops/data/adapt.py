@@ -109,11 +109,15 @@ def load_npz(path: str | Path) -> ArrayDataset:
                 )
             arrays = {k: archive[k] for k in NPZ_KEYS}
     except (OSError, EOFError) as exc:  # not a zip, truncated
-        raise ValueError(f"Data file {str(path)!r} is not a readable .npz archive ({exc}).") from None
+        raise ValueError(
+            f"Data file {str(path)!r} is not a readable .npz archive ({exc})."
+        ) from None
     except ValueError as exc:
         if "lacks" in str(exc):
             raise
-        raise ValueError(f"Data file {str(path)!r} cannot be read without pickle ({exc}).") from None
+        raise ValueError(
+            f"Data file {str(path)!r} cannot be read without pickle ({exc})."
+        ) from None
     train = _checked(arrays["x_train"], arrays["y_train"], "x_train", "y_train")
     test = _checked(arrays["x_test"], arrays["y_test"], "x_test", "y_test")
     return _build(train, test, path.stem, f"{path.name}")
@@ -149,9 +153,7 @@ def _pairs(part, what: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _sample(item, what: str, kind: str):
     if not (isinstance(item, tuple | list) and len(item) >= 2):
-        raise TypeError(
-            f"Each {kind} of {what} must be an (x, y) pair; got {type(item).__name__}."
-        )
+        raise TypeError(f"Each {kind} of {what} must be an (x, y) pair; got {type(item).__name__}.")
     return item
 
 

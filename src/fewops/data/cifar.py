@@ -19,6 +19,8 @@ import numpy as np
 from fewops.data.dataset import Dataset, default_root, uint8_to_unit_float
 
 _IMAGE_BYTES = 3 * 32 * 32
+# Largest CIFAR binary file read: 256 MiB (CIFAR-100's train.bin is 154 MB).
+CIFAR_MAX_BYTES = 256 << 20
 
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 CIFAR10_TEST_FILES = ("test_batch.bin",)
@@ -27,7 +29,12 @@ CIFAR100_TEST_FILES = ("test.bin",)
 
 
 def read_cifar_binary(
-    path: str | Path, *, label_bytes: int, label_index: int, num_classes: int
+    path: str | Path,
+    *,
+    label_bytes: int,
+    label_index: int,
+    num_classes: int,
+    max_bytes: int = CIFAR_MAX_BYTES,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read one CIFAR binary file into uint8 images (N, 3, 32, 32) and int64 labels.
 
@@ -35,6 +42,12 @@ def read_cifar_binary(
     byte to keep (1 = fine for CIFAR-100).
     """
     path = Path(path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ValueError(
+            f"The CIFAR binary file {path} is {size} bytes, beyond the limit max_bytes="
+            f"{max_bytes}; pass a larger max_bytes to read it."
+        )
     raw = np.fromfile(path, dtype=np.uint8)
     record = label_bytes + _IMAGE_BYTES
     if raw.size == 0 or raw.size % record:

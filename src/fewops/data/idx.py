@@ -7,6 +7,7 @@ one big-endian uint32 per dimension, then the values in C order, big-endian.
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -23,19 +24,55 @@ IDX_DTYPES: dict[int, np.dtype] = {
 }
 
 _GZIP_MAGIC = b"\x1f\x8b"
+# Largest IDX content read (after decompression): 256 MiB, five times the 60,000 MNIST training
+# images. Raise it with ``read_idx(path, max_bytes=...)``.
+IDX_MAX_BYTES = 256 << 20
 
 
-def _read_bytes(path: Path) -> bytes:
+def _too_big(path: Path, what: str, max_bytes: int) -> ValueError:
+    return ValueError(
+        f"The IDX file {path} {what} more than {max_bytes} bytes, the limit max_bytes; pass a "
+        "larger max_bytes to read it."
+    )
+
+
+def gunzip_bounded(raw: bytes, max_bytes: int) -> bytes | None:
+    """The decompressed content of gzip ``raw`` (every member), or None when it would exceed
+    ``max_bytes``: decompressed in bounded steps, so a small bomb takes no more memory than
+    the limit. Raises zlib.error or EOFError on a damaged stream."""
+    out = bytearray()
+    data = raw
+    while data:
+        inflater = zlib.decompressobj(wbits=31)
+        chunk = inflater.decompress(data, max_bytes + 1 - len(out))
+        out += chunk
+        while inflater.unconsumed_tail and len(out) <= max_bytes:
+            out += inflater.decompress(inflater.unconsumed_tail, max_bytes + 1 - len(out))
+        if len(out) > max_bytes:
+            return None
+        if not inflater.eof:
+            raise EOFError("the compressed stream ends before its end marker")
+        data = inflater.unused_data.lstrip(b"\x00")  # members may follow; padding may too
+    return bytes(out)
+
+
+def _read_bytes(path: Path, max_bytes: int) -> bytes:
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise _too_big(path, "has", max_bytes)
     raw = path.read_bytes()
     if not raw.startswith(_GZIP_MAGIC):
         return raw
     try:
-        return gzip.decompress(raw)
+        data = gunzip_bounded(raw, max_bytes)
     except (EOFError, OSError, zlib.error) as exc:
         raise ValueError(
             f"The IDX file {path} is gzip-compressed but could not be decompressed "
             f"(truncated or corrupt): {exc}."
         ) from exc
+    if data is None:
+        raise _too_big(path, "decompresses to", max_bytes)
+    return data
 
 
 def parse_idx(data: bytes, *, source: str = "<bytes>") -> np.ndarray:
@@ -70,7 +107,7 @@ def parse_idx(data: bytes, *, source: str = "<bytes>") -> np.ndarray:
         )
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_DTYPES[type_code]
-    expected = header_len + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = header_len + math.prod(dims) * dtype.itemsize  # Python ints: no wrap-around
     if len(data) != expected:
         raise ValueError(
             f"The IDX file {source} has the wrong length: its header declares shape {dims} of "
@@ -81,10 +118,13 @@ def parse_idx(data: bytes, *, source: str = "<bytes>") -> np.ndarray:
     return values.astype(dtype.newbyteorder("="))
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (``.gz`` or plain; detected from the content) into a numpy array."""
+def read_idx(path: str | Path, *, max_bytes: int = IDX_MAX_BYTES) -> np.ndarray:
+    """Read an IDX file (``.gz`` or plain; detected from the content) into a numpy array.
+
+    Files (or decompressed contents) over ``max_bytes`` are refused before they are read.
+    """
     path = Path(path)
-    return parse_idx(_read_bytes(path), source=str(path))
+    return parse_idx(_read_bytes(path, int(max_bytes)), source=str(path))
 
 
 def write_idx(path: str | Path, array: np.ndarray, *, compress: bool | None = None) -> None:

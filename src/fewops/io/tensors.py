@@ -7,6 +7,7 @@ carries JSON for everything else (a format tag, settings, histories).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -42,13 +43,21 @@ def cpu_copy(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().to("cpu").contiguous()
 
 
+class UnhashedFileError(ValueError):
+    """A safetensors file written before content hashes were recorded: it cannot be checked."""
+
+
 # The metadata key holding :func:`content_hash` of a file's tensors.
 HASH_KEY = "content_sha256"
 
 
-def content_hash(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+def content_hash(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order, and over the
+    metadata (besides the hash itself): the settings and inputs the file was made from."""
     h = hashlib.sha256()
+    h.update(
+        json.dumps({k: v for k, v in metadata.items() if k != HASH_KEY}, sort_keys=True).encode()
+    )
     for name in sorted(tensors):
         t = cpu_copy(tensors[name])
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
@@ -63,7 +72,7 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
     checks, so a flipped byte or a file pieced together from two runs is refused.
     """
     tensors = {k: cpu_copy(v) for k, v in tensors.items()}
-    metadata = {**metadata, HASH_KEY: content_hash(tensors)}
+    metadata = {**metadata, HASH_KEY: content_hash(tensors, metadata)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
@@ -90,13 +99,17 @@ def read_tensors(
             f"expected {expected_format!r})."
         )
     recorded = meta.get(HASH_KEY)
-    if recorded is None or recorded != content_hash(tensors):
-        state = "records no content hash" if recorded is None else "fails its content hash"
-        raise ValueError(
-            f"The {what} {path} is corrupt or unreadable (it {state}: changed or torn since it "
-            "was written). Delete it to start afresh."
+    if recorded is None:
+        raise UnhashedFileError(
+            f"The {what} {path} records no content hash (an older fewops wrote it), so it "
+            "cannot be checked. Delete it to start afresh."
         )
-    return tensors, meta
+    if recorded != content_hash(tensors, meta):
+        raise ValueError(
+            f"The {what} {path} is corrupt or unreadable (it fails its content hash: changed or "
+            "torn since it was written). Delete it to start afresh."
+        )
+    return tensors, {k: v for k, v in meta.items() if k != HASH_KEY}
 
 
 def load_module_state(

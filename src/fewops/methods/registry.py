@@ -2,20 +2,25 @@
 
 ``compress_`` dispatches on the config's type (:data:`fewops.nn.api.HANDLERS`); this table is
 what the CLI, the demo and the reports use to go from a name to a config. Dense and CSD are
-ordinary entries. Every method has a ``default`` preset (what ``fewops compress`` runs with no
-method options) and a ``demo`` preset (what ``fewops demo`` runs on its small MLP).
+ordinary entries. Every method has a ``default`` preset and a ``demo`` preset (what ``fewops
+demo`` runs on its small MLP). ``family_defaults`` maps a model family (``"mnist-cnn"``) or a
+model on a data set (``"mlp/digits"``) to the preset measured best for it: ``fewops compress``
+with no ``--preset`` runs :meth:`Method.config_for` of its model and data, which falls back to
+``default`` for any other model (your own included).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fewops.methods.baselines import CSD_PRESETS, DENSE_PRESETS, CSDConfig, DenseConfig
 from fewops.methods.lcc import LCC_PRESETS, LCCConfig
+from fewops.methods.lcc.config import LCC_FAMILY_DEFAULTS
 from fewops.methods.sst import SST_PRESETS, SSTConfig
 from fewops.methods.wacr import WACR_PRESETS, PolyConfig
+from fewops.methods.wacr.config import WACR_FALLBACK_NOTE, WACR_FAMILY_DEFAULTS
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,9 @@ class Method:
     presets: Mapping[str, Any]
     summary: str
     baseline: bool = False
+    family_defaults: Mapping[str, str] = field(default_factory=dict)
+    fallback_note: str = ""
+    """what the CLI says when no family default fits the model (empty: nothing)"""
 
     def config(self, preset: str = "default") -> Any:
         """The preset's config; an unknown preset is a ValueError naming the known ones."""
@@ -37,6 +45,18 @@ class Method:
             )
         return self.presets[preset]
 
+    def preset_for(self, model: str | None = None, data: str | None = None) -> str:
+        """The preset measured best for ``model`` on ``data`` (key ``"model/data"``, then the
+        model family ``"model"``), else ``"default"``."""
+        for key in (f"{model}/{data}", f"{model}"):
+            if model is not None and key in self.family_defaults:
+                return self.family_defaults[key]
+        return "default"
+
+    def config_for(self, model: str | None = None, data: str | None = None) -> Any:
+        """The config ``fewops compress --method NAME --model MODEL --data DATA`` runs with."""
+        return self.config(self.preset_for(model, data))
+
 
 METHODS: dict[str, Method] = {
     m.name: m
@@ -44,8 +64,18 @@ METHODS: dict[str, Method] = {
         Method("dense", DenseConfig, DENSE_PRESETS, "dense fixed-point MAC", baseline=True),
         Method("csd", CSDConfig, CSD_PRESETS, "dense fixed point in CSD", baseline=True),
         Method("sst", SSTConfig, SST_PRESETS, "structured sparse ternary (n, k)"),
-        Method("lcc", LCCConfig, LCC_PRESETS, "linear computation coding"),
-        Method("wacr", PolyConfig, WACR_PRESETS, "polynomial weights, computation reuse"),
+        Method(
+            "lcc", LCCConfig, LCC_PRESETS, "linear computation coding", False, LCC_FAMILY_DEFAULTS
+        ),
+        Method(
+            "wacr",
+            PolyConfig,
+            WACR_PRESETS,
+            "polynomial weights, computation reuse",
+            False,
+            WACR_FAMILY_DEFAULTS,
+            WACR_FALLBACK_NOTE,
+        ),
     )
 }
 

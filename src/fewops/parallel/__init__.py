@@ -35,9 +35,7 @@ from tqdm import tqdm
 __all__ = ["cluster", "current_cluster", "pmap", "resolve_workers", "task_threads"]
 
 # The Dask client that ``cluster`` made current in this context (None: local processes).
-CURRENT_CLIENT: contextvars.ContextVar[Any] = contextvars.ContextVar(
-    "fewops_cluster", default=None
-)
+CURRENT_CLIENT: contextvars.ContextVar[Any] = contextvars.ContextVar("fewops_cluster", default=None)
 # Threads a task may use; set while ``run_task`` runs a task (None: not inside a task).
 TASK_THREADS: int | None = None
 # In a loky worker: the parent process id its watchdog compares against (None: no watchdog).
@@ -91,35 +89,44 @@ def pmap(
     desc: str | None = None,
     unit: str = "task",
     local: bool = False,
+    on_result: Callable[[int, Any], None] | None = None,
 ) -> list:
     """``[fn(item, **common) for item in items]``, in parallel (see the module docstring).
 
     ``fn`` must be a module-level function (it is pickled by name). ``progress`` shows a tqdm
     bar that moves as tasks finish, whatever their order. ``local=True`` never sends the work to
-    a cluster (for short steps whose data is cheaper to compute than to send).
+    a cluster (for short steps whose data is cheaper to compute than to send). ``on_result(i,
+    result)`` is called here, in the calling process, as soon as task ``i`` finishes (to record
+    finished work while the rest still runs).
     """
     jobs: Sequence = list(items)
     common = dict(common or {})
     n = resolve_workers(workers, len(jobs))
     client = None if local or workers == 1 else CURRENT_CLIENT.get()
     bar = tqdm(total=len(jobs), desc=desc, unit=unit) if progress else None
+
+    def done(i: int, result) -> None:
+        if on_result is not None:
+            on_result(i, result)
+        if bar is not None:
+            bar.update(1)
+
     try:
         if client is not None and jobs and TASK_THREADS is None:
-            return _on_cluster(client, fn, jobs, common, bar)
+            return _on_cluster(client, fn, jobs, common, done)
         if n <= 1:
             out = []
-            for job in jobs:
+            for i, job in enumerate(jobs):
                 out.append(fn(job, **common))
-                if bar is not None:
-                    bar.update(1)
+                done(i, out[-1])
             return out
-        return _on_loky(fn, jobs, common, n, bar)
+        return _on_loky(fn, jobs, common, n, done)
     finally:
         if bar is not None:
             bar.close()
 
 
-def _on_loky(fn: Callable, jobs: Sequence, common: dict, n: int, bar) -> list:
+def _on_loky(fn: Callable, jobs: Sequence, common: dict, n: int, done: Callable) -> list:
     threads = max(1, joblib.cpu_count() // n)
     calls = (joblib.delayed(_indexed)(i, job, fn, common, threads) for i, job in enumerate(jobs))
     out: list = [None] * len(jobs)
@@ -127,8 +134,7 @@ def _on_loky(fn: Callable, jobs: Sequence, common: dict, n: int, bar) -> list:
         runner = joblib.Parallel(n_jobs=n, return_as="generator_unordered")
         for i, result in runner(calls):
             out[i] = result
-            if bar is not None:
-                bar.update(1)
+            done(i, result)
     return out
 
 
@@ -158,17 +164,20 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _on_cluster(client, fn: Callable, jobs: Sequence, common: dict, bar) -> list:
+def _on_cluster(client, fn: Callable, jobs: Sequence, common: dict, done: Callable) -> list:
     # distributed is imported only for cluster runs (an optional, heavy dependency).
     from distributed import as_completed
 
     shared = {k: client.scatter(v, broadcast=True, hash=False) for k, v in common.items()}
     futures = client.map(run_task, jobs, fn=fn, common=shared, threads=1, pure=False)
+    index = {f.key: i for i, f in enumerate(futures)}
+    out: list = [None] * len(jobs)
     try:
-        for _ in as_completed(futures):
-            if bar is not None:
-                bar.update(1)
-        return client.gather(futures)
+        for future in as_completed(futures, loop=client.loop):
+            i = index[future.key]
+            out[i] = future.result()
+            done(i, out[i])
+        return out
     finally:
         client.cancel(futures + list(shared.values()))
 
@@ -192,9 +201,7 @@ def cluster(address, *, timeout: float = 30.0) -> Iterator[Any]:
     own = isinstance(address, str)
     if own:
         if not address.startswith(("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")):
-            raise ValueError(
-                f"A cluster address looks like 'tcp://HOST:PORT'; got {address!r}."
-            )
+            raise ValueError(f"A cluster address looks like 'tcp://HOST:PORT'; got {address!r}.")
         client = Client(address, timeout=timeout, set_as_default=False)
     else:
         client = address

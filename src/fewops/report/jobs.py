@@ -6,13 +6,17 @@ import copy
 import time
 from pathlib import Path
 
+import numpy as np
+
 from fewops.data import load
+from fewops.data.adapt import as_dataset
 from fewops.io.coded_model import save_compressed
+from fewops.io.records import RunRecord, array_digest, recording_layers, sha256_hex
 from fewops.methods.baselines import CSDCode, CSDConfig, DenseCode, DenseConfig
 from fewops.methods.registry import METHODS, demo_config
 from fewops.nn.api import compress_
 from fewops.report.hardware import add_hardware_figures
-from fewops.report.pipeline import float_accuracy, run_method
+from fewops.report.pipeline import config_to_dict, float_accuracy, run_method
 from fewops.report.write import build_report, markdown_table, write_report
 from fewops.train.cache import train_or_load
 
@@ -116,32 +120,68 @@ def run_compress(
     act_bits: int = 8,
     simulate: bool = True,
     progress: bool = True,
+    model=None,
+    dataset=None,
+    workers: int | None = None,
+    overwrite: bool = False,
 ) -> dict:
-    """Train or load the float model, code it with one method beside the baselines, report."""
+    """Train or load the float model, code it with one method beside the baselines, report.
+
+    ``model`` (a trained nn.Module) and ``dataset`` (anything
+    :func:`fewops.data.adapt.as_dataset` takes) replace the zoo model and the named data set.
+    ``workers``: processes coding layers (None: the CPU count; inside
+    ``fewops.parallel.cluster`` the Dask cluster's workers).
+
+    The run resumes: ``out_dir/run.json`` records its settings and the hashes of its inputs, and
+    each finished stage is kept in ``out_dir/stages`` (:mod:`fewops.io.records`: the float
+    model's record, the pruned and fine-tuned model, every coded layer), so the same call after a
+    kill continues from there and writes the same report. A folder holding a run with other
+    settings is refused unless ``overwrite``.
+    """
     start = time.perf_counter()
-    dataset = load(data, root=data_root, seed=seed)
-    model, info = train_or_load(
-        model_name,
-        data,
-        epochs=float_epochs,
-        seed=seed,
-        dataset=dataset,
-        hidden=tuple(hidden) if hidden and model_name == "mlp" else None,
-        lr=float_lr,
-        progress=progress,
-    )
+    dataset = load(data, root=data_root, seed=seed) if dataset is None else as_dataset(dataset)
+    record = RunRecord(out_dir)
+    given = {
+        "model_name": model_name,
+        "data": data,
+        "float_epochs": float_epochs,
+        "float_lr": float_lr,
+        "hidden": list(hidden) if hidden else None,
+        "seed": seed,
+        "act_bits": act_bits,
+        "simulate": bool(simulate),
+    }
+    record.claim(run_settings(method, method_config, dataset, model, given), overwrite=overwrite)
+    info = {"cached": False, "path": None}
+    if model is None:
+        model, info = train_or_load(
+            model_name,
+            data,
+            epochs=float_epochs,
+            seed=seed,
+            dataset=dataset,
+            hidden=tuple(hidden) if hidden and model_name == "mlp" else None,
+            lr=float_lr,
+            progress=progress,
+        )
+    record.finish("float", {"path": str(info["path"]), "weights": state_digest(model)})
     models: dict = {}
     entries = baselines(model, dataset, act_bits=act_bits, simulate=simulate, models=models)
     if not METHODS[method].baseline:
-        entry, models[method] = run_method(
-            method,
-            model,
-            dataset,
-            method_config,
-            act_bits=act_bits,
-            simulate=simulate,
-            progress=progress,
-        )
+        runtime = {}
+        if method == "lcc":  # its workers, and its pruned model kept in the output folder
+            runtime = {"workers": workers, "prune_cache": record.stages / "prune"}
+        with recording_layers(record.layer_store()):
+            entry, models[method] = run_method(
+                method,
+                model,
+                dataset,
+                method_config,
+                act_bits=act_bits,
+                simulate=simulate,
+                progress=progress,
+                **runtime,
+            )
         entries.append(entry)
     add_hardware_figures(entries, models)
     save_compressed(Path(out_dir) / "model", models[method], method, dataset, act_bits, simulate)
@@ -158,7 +198,32 @@ def run_compress(
         seconds=round(time.perf_counter() - start, 2),
     )
     write_report(out_dir, report)
+    record.finish("report", {"sha256": sha256_hex((Path(out_dir) / "report.json").read_bytes())})
     return report
+
+
+def state_digest(model) -> str:
+    """sha256 of a model's weights (names, dtypes, shapes and bytes, in name order)."""
+    state = model.state_dict()
+    return sha256_hex(
+        *(f"{k}:{array_digest(state[k].detach().cpu().numpy())}" for k in sorted(state))
+    )
+
+
+def run_settings(method: str, method_config, dataset, model, given: dict) -> dict:
+    """What makes a compress run: its ``given`` arguments (not the runtime ones such as workers
+    or progress), the method's config and the content hashes of its inputs (the data set's
+    arrays; a given model's weights)."""
+    data_hashes = {
+        k: array_digest(np.asarray(getattr(dataset, k)))
+        for k in ("x_train", "y_train", "x_test", "y_test")
+    }
+    return {
+        **given,
+        "method": method,
+        "config": config_to_dict(method_config),
+        "inputs": {"data": data_hashes, "model": None if model is None else state_digest(model)},
+    }
 
 
 def summary(report: dict) -> str:

@@ -38,12 +38,16 @@ def _fmt(value) -> str:
 
 
 def markdown_table(report: dict) -> str:
-    head = "| method | float acc | simulated acc | adds | mults | negs | table reads | weight bits | params |"
-    rows = [head, "|" + "---|" * 9]
+    head = (
+        "| method | float acc | simulated acc | LUTs (est.) | adder bits | adds | mults | negs "
+        "| table reads | weight bits | params |"
+    )
+    rows = [head, "|" + "---|" * 11]
     for m in report["methods"]:
         t = m["totals"]
         rows.append(
             f"| {m['method']} | {_fmt(m['accuracy']['float'])} | {_fmt(m['accuracy']['simulated'])} "
+            f"| {_fmt(t.get('luts_est'))} | {_fmt(t.get('adder_bits'))} "
             f"| {_fmt(t['adds'])} | {_fmt(t['mults'])} | {_fmt(t['negs'])} | {_fmt(t['table_reads'])} "
             f"| {_fmt(t['weight_bits'])} | {_fmt(t['params'])} |"
         )
@@ -55,7 +59,9 @@ def write_markdown(path: Path, report: dict) -> None:
         f"# fewops report: {report['model']} on {report['dataset']}",
         "",
         "Counts are per inference (a convolution's per-position cost times its output positions);",
-        "bias additions are counted apart in report.json (`bias_adds`).",
+        "bias additions are counted apart in report.json (`bias_adds`). LUTs are estimated from",
+        "the full-adder bits of every adder (8-bit inputs), calibrated against yosys synth_xilinx",
+        "(docs/hardware.md).",
         "",
         markdown_table(report),
         "",
@@ -64,38 +70,42 @@ def write_markdown(path: Path, report: dict) -> None:
         lines += [
             f"## {m['method']}",
             "",
-            "| layer | shape | adds | mults | weight bits | params |",
+            "| layer | shape | LUTs (est.) | adder bits | adds | mults | weight bits | params |",
         ]
-        lines.append("|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|")
         for layer in m["layers"]:
             lines.append(
-                f"| {layer['name']} | {layer['shape'][0]}x{layer['shape'][1]} | {layer['adds']:,} "
-                f"| {layer['mults']:,} | {layer['weight_bits']:,} | {layer['params']:,} |"
+                f"| {layer['name']} | {layer['shape'][0]}x{layer['shape'][1]} "
+                f"| {_fmt(layer.get('luts_est'))} | {_fmt(layer.get('adder_bits'))} "
+                f"| {layer['adds']:,} | {layer['mults']:,} | {layer['weight_bits']:,} "
+                f"| {layer['params']:,} |"
             )
         lines.append("")
     Path(path).write_text("\n".join(lines))
 
 
 def plot_pareto(path: Path, report: dict) -> None:
-    """Accuracy (simulated where available) against adds, one point per method."""
+    """Accuracy (simulated where available) against estimated LUTs (left) and adds (right)."""
     import matplotlib  # heavy: matplotlib, only when a report draws figures
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # after choosing the Agg backend (no display)
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for m in report["methods"]:
-        acc = m["accuracy"]["simulated"]
-        if acc is None:
-            acc = m["accuracy"]["float"]
-        adds = max(1, m["totals"]["adds"])
-        ax.scatter([adds], [100 * acc], s=40)
-        ax.annotate(m["method"], (adds, 100 * acc), textcoords="offset points", xytext=(4, 4))
-    ax.set_xscale("log")
-    ax.set_xlabel("adds per inference (log scale)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{report['model']} on {report['dataset']}: accuracy against adds")
-    ax.grid(True, which="both", alpha=0.3)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=120, sharey=True)
+    panels = (("luts_est", "estimated LUTs per inference"), ("adds", "adds per inference"))
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        for m in report["methods"]:
+            acc = m["accuracy"]["simulated"]
+            if acc is None:
+                acc = m["accuracy"]["float"]
+            cost = max(1, m["totals"].get(key) or 0)
+            ax.scatter([cost], [100 * acc], s=40)
+            ax.annotate(m["method"], (cost, 100 * acc), textcoords="offset points", xytext=(4, 4))
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{label} (log scale)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%)")
+    fig.suptitle(f"{report['model']} on {report['dataset']}: accuracy against LUTs and adds")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

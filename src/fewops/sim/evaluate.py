@@ -8,15 +8,15 @@ arrays) beyond.
 
 from __future__ import annotations
 
-import multiprocessing
 import weakref
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from fewops.graph.graph import Graph
 from fewops.graph.ops import Op
 from fewops.graph.widths import infer_ranges, signed_width
+from fewops.parallel import pmap
 from fewops.sim.plan import Plan, plan_for
 
 BLOCK_BYTES = 64 * 2**20  # node-value buffer of one block of vectors
@@ -86,8 +86,9 @@ def graph_matrix(graph: Graph) -> np.ndarray:
 def _run(plan: Plan, words: np.ndarray, consts: np.ndarray, dtype, threads: int) -> np.ndarray:
     """Evaluate packed word vectors: block layout for small graphs, vector by vector for big ones.
 
-    Big graphs split their vectors over forked worker processes (the numpy gathers hold the GIL
-    for much of their time, so threads do not scale); small ones over threads.
+    Big graphs split their vectors over worker processes (:func:`fewops.parallel.pmap`, local
+    loky workers; the numpy gathers hold the GIL for much of their time, so threads do not
+    scale); small ones over threads.
     """
     n_words = words.shape[0]
     block = BLOCK_BYTES // max(1, plan.num_nodes * 8)
@@ -108,34 +109,15 @@ def _run(plan: Plan, words: np.ndarray, consts: np.ndarray, dtype, threads: int)
                 run(share)
         return out
     shares = np.array_split(np.arange(n_words), min(threads, n_words))
-    if len(shares) > 1 and dtype is not object and n_words >= 4 and _can_fork():
-        global _FORKED
-        _FORKED = (plan, words, consts, dtype)
-        try:
-            ctx = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=len(shares), mp_context=ctx) as procs:
-                parts = list(procs.map(_run_forked_rows, shares))
-        finally:
-            _FORKED = None
+    if len(shares) > 1 and dtype is not object and n_words >= 4:
+        common = {"plan": plan, "words": words, "consts": consts, "dtype": dtype}
+        parts = pmap(run_rows, shares, workers=len(shares), common=common, local=True)
         return np.concatenate(parts)
-    return np.concatenate([_run_rows(plan, words, consts, dtype, rows) for rows in shares])
+    return np.concatenate([run_rows(rows, plan, words, consts, dtype) for rows in shares])
 
 
-_FORKED: tuple | None = None  # state a forked worker inherits (never pickled)
-
-
-def _can_fork() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods()
-
-
-def _run_forked_rows(rows: np.ndarray) -> np.ndarray:
-    if _FORKED is None:  # pragma: no cover - only forked workers run this
-        raise RuntimeError("_run_forked_rows runs only in a worker forked by _run.")
-    plan, words, consts, dtype = _FORKED
-    return _run_rows(plan, words, consts, dtype, rows)
-
-
-def _run_rows(plan: Plan, words, consts, dtype, rows: np.ndarray) -> np.ndarray:
+def run_rows(rows: np.ndarray, plan: Plan, words, consts, dtype) -> np.ndarray:
+    """Evaluate the packed vectors ``words[rows]`` one by one (a task of ``_run``)."""
     out = np.empty((rows.shape[0], plan.outputs.shape[0]), dtype=dtype)
     vals = np.empty(plan.num_nodes, dtype=dtype)
     spare = np.empty((2, plan.largest_group), dtype=dtype) if dtype is not object else None

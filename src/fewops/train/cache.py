@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from fewops.data import default_root, load
-from fewops.io.tensors import load_module_state, read_tensors, save_tensors
+from fewops.io.tensors import UnhashedFileError, load_module_state, read_tensors, save_tensors
 from fewops.models.registry import build
 from fewops.train.distributed import setup_from_env
 from fewops.train.fit import fit
@@ -79,8 +79,15 @@ def train_or_load(
 
     torch.manual_seed(seed)  # same key, same initial weights
     model = build(model_name, data.input_shape, data.num_classes, **options)
+    tensors, meta = None, {}
     if path.exists():
-        tensors, meta = read_tensors(path, expected_format=MODEL_CACHE_FORMAT, what="cached model")
+        try:
+            tensors, meta = read_tensors(
+                path, expected_format=MODEL_CACHE_FORMAT, what="cached model"
+            )
+        except UnhashedFileError:
+            tensors = None  # written before content hashes: trained again, never trusted
+    if tensors is not None:
         if meta.get("key") != key_json:
             raise ValueError(
                 f"The cached model {path} was trained with other settings than its name says; "

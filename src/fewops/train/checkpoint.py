@@ -78,7 +78,7 @@ def load_checkpoint(
         saved_config = json.loads(meta["config"])
         history = json.loads(meta["history"])
         opt_json = json.loads(meta["optimizer"])
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:
         raise ValueError(f"The checkpoint {path} has corrupt metadata ({exc}).") from exc
     for key, value in (config or {}).items():
         if saved_config.get(key) != value:

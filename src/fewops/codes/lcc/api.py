@@ -17,11 +17,40 @@ from fewops.codes.lcc.core import SliceCode
 from fewops.codes.lcc.lower import to_graph
 from fewops.cost.count import GraphCost, count_graph
 from fewops.graph.graph import Graph
+from fewops.graph.ops import Op
 from fewops.graph.widths import datapath_bits
 from fewops.parallel import pmap, task_threads
 
 # Beyond this the float64 search cannot see the residual any more.
 MAX_TARGET_DB = 200.0
+# Matrices whose largest entry lies beyond 2**+-SCALE_WINDOW are coded as W * 2**-k (k the
+# exponent of the largest entry) so that squared errors neither overflow nor underflow; the
+# graph's output shifts put the 2**k back (no wider datapath).
+SCALE_WINDOW = 256
+# Keyword options some algorithm reads (anything else is a typo and is refused).
+KNOWN_OPTIONS = frozenset(
+    {
+        "batch",
+        "per_round",
+        "keep_depth",
+        "realias",
+        "max_depth",
+        "max_rounds",
+        "start_terms",
+        "lookahead",
+        "jitter",
+        "shared_gain",
+        "share",
+        "on_step",
+        "polish",
+        "max_layers",
+        "switch_db",
+        "beam",
+        "width",
+        "depths",
+        "restarts",
+    }
+)
 
 
 def auto_slice_width(rows: int, cols: int) -> int:
@@ -75,6 +104,7 @@ class LCCResult:
     slices: list[SliceResult]
     options: dict = field(default_factory=dict)
     seconds: float = 0.0
+    scale_e: int = 0  # the slices code W * 2**-scale_e (see SCALE_WINDOW); 0 for most matrices
 
     @cached_property
     def cost(self) -> GraphCost:
@@ -105,11 +135,15 @@ class LCCResult:
         return self.adds / self.weight.size
 
     @cached_property
-    def _matrix(self) -> np.ndarray:
+    def _normalised(self) -> np.ndarray:
         w_hat = np.zeros(self.weight.shape)
         for s in self.slices:
             w_hat[:, s.start : s.stop] = s.code.matrix()
         return w_hat
+
+    @cached_property
+    def _matrix(self) -> np.ndarray:
+        return np.ldexp(self._normalised, self.scale_e) if self.scale_e else self._normalised
 
     def matrix(self) -> np.ndarray:
         """The float W_hat (its entries are dyadic rationals; the graph computes it exactly)."""
@@ -117,7 +151,7 @@ class LCCResult:
 
     @cached_property
     def sqnr_db(self) -> float:
-        return sqnr_db(self.weight, self._matrix)
+        return sqnr_db(np.ldexp(self.weight, -self.scale_e), self._normalised)
 
     def coded(self) -> CodedMatrix:
         """The result as a :class:`fewops.codes.base.CodedMatrix` (scale 1)."""
@@ -197,6 +231,17 @@ def decompose(
         raise ValueError(
             f"target_sqnr_db must be finite and at most {MAX_TARGET_DB} dB; got {target_sqnr_db}."
         )
+    if target <= 0:
+        raise ValueError(
+            f"target_sqnr_db must be above 0 dB (at 0 dB the error is as large as W); got "
+            f"{target_sqnr_db}."
+        )
+    unknown = sorted(set(options) - KNOWN_OPTIONS)
+    if unknown:
+        raise TypeError(
+            f"decompose got unknown options {unknown}; the algorithms read "
+            f"{', '.join(sorted(KNOWN_OPTIONS))}."
+        )
     if int(S) < 1:
         raise ValueError(f"S (terms per wiring row) must be at least 1; got {S}.")
     if int(mem) < 1:
@@ -206,6 +251,11 @@ def decompose(
     if width < 1:
         raise ValueError(f"slice_width must be at least 1; got {slice_width}.")
     bounds = slice_bounds(cols, min(width, cols))
+    original, peak = w, float(np.abs(w).max())
+    scale_e = 0
+    if peak > 0 and abs(math.frexp(peak)[1]) > SCALE_WINDOW:
+        scale_e = math.frexp(peak)[1]
+        w = np.ldexp(w, -scale_e)  # exact: a power of two
     ratio = 10.0 ** (-target / 10.0)
     opts = dict(options, S=int(S), mem=int(mem), seed=int(seed))
     jobs = []
@@ -244,12 +294,27 @@ def decompose(
         rows,
         meta={"code": "lcc", "algorithm": algorithm},
     )
+    if scale_e:
+        out = graph.op == Op.OUTPUT
+        sa = np.where(out, graph.sa + scale_e, graph.sa)
+        arrays = (graph.op, graph.a, graph.b, sa, graph.sb, graph.const)
+        graph = Graph.from_arrays(*arrays, meta={**graph.meta, "scale_e": scale_e})
+    w_hat = np.zeros(w.shape)
+    for s in slices:
+        w_hat[:, s.start : s.stop] = s.code.matrix()
+    measured = sqnr_db(w, w_hat)
+    if peak > 0 and (math.isnan(measured) or measured < target - 1e-6):
+        raise ValueError(
+            f"LCC with algorithm {algorithm!r} measured {measured} dB on the whole matrix, not "
+            f"the target {target} dB; the result is refused rather than reported."
+        )
     return LCCResult(
-        weight=w,
+        weight=original,
         target_sqnr_db=target,
         algorithm=algorithm,
         graph=graph,
         slices=slices,
         options={"S": int(S), "mem": int(mem), "slice_width": width, "seed": int(seed), **options},
         seconds=time.perf_counter() - t0,
+        scale_e=scale_e,
     )

@@ -8,6 +8,7 @@ from torch import nn
 
 from fewops.codes import csd
 from fewops.codes.lcc.layer_job import code_layer
+from fewops.io.records import LayerStore, current_layer_store
 from fewops.methods.lcc.config import LCCCode, LCCConfig
 from fewops.parallel import pmap
 from fewops.train.fit import evaluate
@@ -107,7 +108,9 @@ def code_layers(
     """Share + LCC each layer at its level with its code (``codes``, default ``cfg.code``);
     layers run in ``workers`` processes (None: the CPU count) through
     :func:`fewops.parallel.pmap` (on the Dask cluster inside ``fewops.parallel.cluster``);
-    ``progress`` shows a bar of finished layers."""
+    ``progress`` shows a bar of finished layers. Inside ``fewops.io.records.recording_layers``,
+    layers whose matrix, SQNR and settings were coded before are read back from the store, and
+    each newly coded layer is stored as soon as it finishes."""
     jobs = []
     for n in sorted(mats, key=lambda k: -mats[k].size):
         code = cfg.code if codes is None else codes[n]
@@ -123,9 +126,27 @@ def code_layers(
             "max_datapath_bits": code.max_datapath_bits,
         }
         jobs.append((n, mats[n], levels[n], kwargs))
-    results = pmap(code_layer, jobs, workers=workers, progress=progress, desc="lcc layers")
+    store = current_layer_store()
+    keys = [LayerStore.key(w, db, kw) for _, w, db, kw in jobs] if store is not None else []
+    found = {i: store.get(k) for i, k in enumerate(keys)} if store is not None else {}
+    found = {i: r for i, r in found.items() if r is not None}
+    todo = [i for i in range(len(jobs)) if i not in found]
+
+    def record(j: int, result) -> None:
+        if store is not None:
+            store.put(keys[todo[j]], *result)  # a finished layer survives a kill of this run
+
+    results = pmap(
+        code_layer,
+        [jobs[i] for i in todo],
+        workers=workers,
+        progress=progress,
+        desc="lcc layers",
+        on_result=record,
+    )
+    found.update(zip(todo, results, strict=True))
     names = [n for n, _, _, _ in jobs]
     return (
-        {n: c for n, (c, _) in zip(names, results, strict=True)},
-        {n: s for n, (_, s) in zip(names, results, strict=True)},
+        {n: found[i][0] for i, n in enumerate(names)},
+        {n: found[i][1] for i, n in enumerate(names)},
     )

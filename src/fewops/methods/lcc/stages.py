@@ -120,7 +120,7 @@ def _resize_to(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(tensors, strict=True)
 
 
-def _load_pruned(path: Path, model: nn.Module, key: str) -> dict | None:
+def load_pruned(path: Path, model: nn.Module, key: str) -> dict | None:
     """The report of the cache entry at ``path`` with ``model`` made the pruned model, or None
     (after a warning naming the file) when the entry is damaged, tampered with or does not fit.
 
@@ -142,7 +142,9 @@ def _load_pruned(path: Path, model: nn.Module, key: str) -> dict | None:
         pruned = copy.deepcopy(model)
         _resize_to(pruned, tensors)
     except (ValueError, KeyError, RuntimeError, RecursionError) as exc:
-        warnings.warn(f"Ignoring the pruned-model cache entry {path} ({exc}); pruning again.")
+        warnings.warn(
+            f"Ignoring the pruned-model cache entry {path} ({exc}); pruning again.", stacklevel=3
+        )
         return None
     _adopt(model, pruned)
     return report
@@ -170,7 +172,7 @@ def prune_stage(
     if prune_cache is not None:
         path = Path(prune_cache) / f"pruned-{key}.safetensors"
         if path.exists():
-            report = _load_pruned(path, model, key)
+            report = load_pruned(path, model, key)
             if report is not None:
                 return report, True
     pr = prune_by_group_lasso(
