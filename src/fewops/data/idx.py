@@ -36,24 +36,40 @@ def _too_big(path: Path, what: str, max_bytes: int) -> ValueError:
     )
 
 
-def gunzip_bounded(raw: bytes, max_bytes: int) -> bytes | None:
-    """The decompressed content of gzip ``raw`` (every member), or None when it would exceed
-    ``max_bytes``: decompressed in bounded steps, so a small bomb takes no more memory than
-    the limit. Raises zlib.error or EOFError on a damaged stream."""
-    out = bytearray()
+def gunzip_prefix(raw: bytes, limit: int) -> tuple[bytes, bool]:
+    """The first ``limit`` decompressed bytes of gzip ``raw`` (every member) and whether more
+    follow. Decompressed in bounded steps, so a small bomb costs no more than ``limit``. Raises
+    zlib.error or EOFError on a damaged stream."""
+    parts: list[bytes] = []
+    size = 0
     data = raw
     while data:
         inflater = zlib.decompressobj(wbits=31)
-        chunk = inflater.decompress(data, max_bytes + 1 - len(out))
-        out += chunk
-        while inflater.unconsumed_tail and len(out) <= max_bytes:
-            out += inflater.decompress(inflater.unconsumed_tail, max_bytes + 1 - len(out))
-        if len(out) > max_bytes:
-            return None
+        chunk = inflater.decompress(data, limit + 1 - size)
+        while True:
+            parts.append(chunk)
+            size += len(chunk)
+            if size > limit or not inflater.unconsumed_tail:
+                break
+            chunk = inflater.decompress(inflater.unconsumed_tail, limit + 1 - size)
+        if size > limit:
+            return b"".join(parts)[:limit], True
         if not inflater.eof:
             raise EOFError("the compressed stream ends before its end marker")
         data = inflater.unused_data.lstrip(b"\x00")  # members may follow; padding may too
-    return bytes(out)
+    return b"".join(parts), False
+
+
+def declared_size(head: bytes) -> int | None:
+    """The total length an IDX header declares (header plus values), or None when ``head`` does
+    not start with a complete, valid header (parse_idx then says what is wrong)."""
+    if len(head) < 4 or head[0] or head[1] or head[2] not in IDX_DTYPES or head[3] == 0:
+        return None
+    header_len = 4 + 4 * head[3]
+    if len(head) < header_len:
+        return None
+    dims = np.frombuffer(head, dtype=">u4", count=head[3], offset=4)
+    return header_len + math.prod(int(d) for d in dims) * IDX_DTYPES[head[2]].itemsize
 
 
 def _read_bytes(path: Path, max_bytes: int) -> bytes:
@@ -64,14 +80,27 @@ def _read_bytes(path: Path, max_bytes: int) -> bytes:
     if not raw.startswith(_GZIP_MAGIC):
         return raw
     try:
-        data = gunzip_bounded(raw, max_bytes)
+        head, _ = gunzip_prefix(raw, 4 + 4 * 255)
+        declared = declared_size(head)
+        if declared is not None and declared > max_bytes:
+            raise ValueError(
+                f"The IDX file {path} declares {declared} bytes of content, beyond the limit "
+                f"max_bytes={max_bytes}; pass a larger max_bytes to read it."
+            )
+        limit = max_bytes if declared is None else declared
+        data, more = gunzip_prefix(raw, limit)
     except (EOFError, OSError, zlib.error) as exc:
         raise ValueError(
             f"The IDX file {path} is gzip-compressed but could not be decompressed "
             f"(truncated or corrupt): {exc}."
         ) from exc
-    if data is None:
-        raise _too_big(path, "decompresses to", max_bytes)
+    if more:
+        if declared is None:
+            raise _too_big(path, "decompresses to", max_bytes)
+        raise ValueError(
+            f"The IDX file {path} decompresses to more than the {declared} bytes its header "
+            "declares."
+        )
     return data
 
 

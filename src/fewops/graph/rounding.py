@@ -22,6 +22,8 @@ from fewops.graph.ops import Op
 from fewops.graph.widths import infer_widths, level_groups, trunc_drops
 
 NO_BITS = 1 << 12  # exponent standing for "every bit is zero" (a zero constant)
+OUTPUT_GUARD = 2
+DATA_GUARD = 3
 ROUNDABLE = (Op.INPUT, Op.ADD, Op.SUB, Op.NEG, Op.MUL, Op.SHIFT)
 
 
@@ -58,6 +60,23 @@ def gains(graph: Graph) -> np.ndarray:
     return g
 
 
+def node_rows(graph: Graph) -> np.ndarray:
+    """F (nodes x inputs): each node's real value as a linear form in the inputs (exact graph)."""
+    n, k = graph.num_nodes, graph.num_inputs
+    f = np.zeros((n, k), dtype=np.float64)
+    f[graph.input_nodes, np.arange(k)] = 1.0
+    op = graph.op
+    const = np.where(op == Op.MUL, graph.const, 1).astype(np.float64)
+    coef_a = np.ldexp(1.0, graph.sa) * np.where(op == Op.NEG, -1.0, 1.0) * const
+    coef_b = np.ldexp(1.0, graph.sb) * np.where(op == Op.SUB, -1.0, 1.0)
+    for nodes in level_groups(graph)[1:]:
+        rows = f[graph.a[nodes]] * coef_a[nodes, None]
+        has_b = graph.b[nodes] >= 0
+        rows[has_b] += f[graph.b[nodes][has_b]] * coef_b[nodes][has_b, None]
+        f[nodes] = rows
+    return f
+
+
 @dataclass(frozen=True)
 class Exponents:
     """Absolute exponents of each node before and after its own drop (see module docstring)."""
@@ -73,7 +92,8 @@ class Exponents:
     def noise(self) -> tuple[np.ndarray, np.ndarray]:
         """Per node: (mean, variance) of the error its drop subtracts, in real units."""
         data = np.maximum(self.lsb - self.zero_in, 0).astype(np.float64)
-        unit = np.ldexp(1.0, np.minimum(self.zero_in, 1000))
+        # Nodes that drop no data bits (zero constants included) contribute exactly nothing.
+        unit = np.where(data > 0, np.ldexp(1.0, np.minimum(self.zero_in, 500)), 0.0)
         mean = (np.exp2(data) - 1) / 2 * unit
         var = (np.exp2(2 * data) - 1) / 12 * unit**2
         return mean, var
@@ -209,8 +229,10 @@ def apply_drops(graph: Graph, drop: np.ndarray, bias: bool = True) -> Graph:
 def add_bias_constants(graph: Graph) -> Graph:
     """Add to each output the constant (at the output LSB) that cancels its mean rounding error."""
     report = predict_noise(graph)
-    step = float(np.ldexp(1.0, -graph.output_scale))
-    c = np.round(-report.bias / step).astype(np.int64)
+    # The constant in output LSBs, exactly (a fine output LSB can make it wider than 64 bits).
+    values = [int(np.round(np.ldexp(-b, graph.output_scale))) for b in report.bias.tolist()]
+    wide = any(abs(v) >= 1 << 62 for v in values)
+    c = np.array(values, dtype=object if wide else np.int64)
     outs = graph.output_nodes
     need = np.flatnonzero(c != 0)
     if need.size == 0:
@@ -227,6 +249,10 @@ def add_bias_constants(graph: Graph) -> Graph:
     sa = np.concatenate([graph.sa, np.zeros(k, np.int64), graph.sa[o]])
     sb = np.concatenate([graph.sb, np.zeros(k, np.int64), np.full(k, lsb_out)])
     const = np.concatenate([graph.const, c[need], np.zeros(k, np.int64)])
+    if wide or graph.const.dtype == object:
+        const = np.concatenate(
+            [graph.const.astype(object), c[need].astype(object), np.zeros(k, dtype=object)]
+        )
     a[o] = aidx
     sa[o] = 0
     key = np.concatenate([np.arange(n, dtype=np.float64), o - 0.6, o - 0.3])
@@ -273,10 +299,21 @@ def choose_drops(
     base = exponents(graph)
     widths = infer_widths(graph, input_width)
     ceiling = base.lsb + np.maximum(widths - 2, 0)
+    # Keep at least DATA_GUARD bits below each node's typical magnitude (its standard deviation
+    # for uniform full-scale inputs), where dropped bits are close to uniform as the model needs.
+    sigma = np.ldexp(1.0, int(input_width) - 1) / np.sqrt(3.0)
+    spread = sigma * np.sqrt((node_rows(graph) ** 2).sum(axis=1))
+    typical = np.floor(np.log2(np.where(spread > 0, spread, 1.0))).astype(np.int64)
+    ceiling = np.minimum(ceiling, np.where(spread > 0, typical - DATA_GUARD, ceiling))
+    # Nodes that feed outputs round OUTPUT_GUARD bits finer than the rest, so that the output
+    # LSB (where one constant cancels the mean error) leaves a residual bias far below the noise.
+    feeds_output = np.zeros(graph.num_nodes, dtype=bool)
+    feeds_output[graph.a[graph.output_nodes]] = True
     log_norm = np.log2(np.where(norm > 0, norm, 1.0))
 
     def trial(c: float) -> tuple[np.ndarray, float]:
-        target = np.where(eligible, np.floor(c - log_norm), -NO_BITS).astype(np.int64)
+        level = np.floor(c - log_norm) - OUTPUT_GUARD * feeds_output
+        target = np.where(eligible, level, -NO_BITS).astype(np.int64)
         target = np.minimum(target, ceiling)
         exp = exponents(graph, target)
         _, var = exp.noise()

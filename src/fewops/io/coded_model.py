@@ -90,9 +90,16 @@ class SavedModel:
         cal = self.calibration
         # compile_network always calibrates; calibrate on one zero image (cheap), then put the
         # saved fraction bits back so the network is exactly the one that was simulated.
-        net = compile_network(
-            self.model, np.zeros((1, *self.input_shape)), act_bits=int(cal["act_bits"])
-        )
+        try:
+            net = compile_network(
+                self.model, np.zeros((1, *self.input_shape)), act_bits=int(cal["act_bits"])
+            )
+        except (ValueError, TypeError, IndexError, RuntimeError, ZeroDivisionError) as exc:
+            # e.g. an input_shape the first layer cannot read
+            raise ValueError(
+                f"The model in {self.path / STRUCTURE_FILE} does not compile into an integer "
+                f"network on its input shape {self.input_shape} ({exc})."
+            ) from exc
         saved = cal["layers"]
         names = [layer.name for layer in net.layers]
         if sorted(names) != sorted(saved):
@@ -418,6 +425,10 @@ def _build_layer(name, record, tensors, tensor_path, structure_path, limits) -> 
                 f"({coded.shape[0]},)."
             )
         bias = torch.from_numpy(np.array(tensors[key], dtype=np.float32))
+        if not bool(bias.isfinite().all()):
+            raise ValueError(
+                f"The bias {key!r} in the model tensor file {tensor_path} holds NaN or inf."
+            )
     if record.get("kind") == "conv":
         c = record["conv"]
         return CodedConv2d(

@@ -32,7 +32,7 @@ class ModelLimits:
     """Deepest nesting of the saved module tree."""
     max_input_elements: int = 1 << 24
     """Most values in one input (the product of input_shape)."""
-    max_exponent: int = 1024
+    max_exponent: int = 512
     """Largest magnitude of a binary exponent: scale_e and the fraction bits f_in, f_out,
     input_frac of the calibration."""
     max_scale_bits: int = 64
@@ -166,18 +166,18 @@ def check_structure(structure: dict, path: Path, limits: ModelLimits) -> dict:
         if not (isinstance(shape, list) and len(shape) == 2):
             raise ValueError(f"The field 'shape' in {at} must be [out, in]; got {shape!r}.")
         for v in shape:
-            bounded_int(v, at, "shape", 1, limits.graph.max_nodes, "max_nodes")
+            bounded_int(v, at, "shape", 1, limits.graph.max_nodes, f"max_nodes={limits.graph.max_nodes}")
         if record.get("kind") == "conv":
             conv = record.get("conv")
             if not isinstance(conv, dict):
                 raise ValueError(f"The field 'conv' in {at} must be an object; got {conv!r}.")
-            bounded_int(conv.get("in_channels"), at, "in_channels", 1, limits.max_conv, "max_conv")
+            bounded_int(conv.get("in_channels"), at, "in_channels", 1, limits.max_conv, f"max_conv={limits.max_conv}")
             for key, low in (("kernel_size", 1), ("stride", 1), ("padding", 0), ("dilation", 1)):
                 pair = conv.get(key)
                 if not (isinstance(pair, list) and len(pair) == 2):
                     raise ValueError(f"The field {key!r} in {at} must be a pair; got {pair!r}.")
                 for v in pair:
-                    bounded_int(v, at, key, low, limits.max_conv, "max_conv")
+                    bounded_int(v, at, key, low, limits.max_conv, f"max_conv={limits.max_conv}")
         big = record.get("big_const")
         if big is not None and not (
             isinstance(big, list) and all(isinstance(v, str) and len(v) <= 4000 for v in big)
@@ -200,7 +200,7 @@ def check_structure(structure: dict, path: Path, limits: ModelLimits) -> dict:
         at = f"{where} (calibration)"
         if not isinstance(cal, dict) or not isinstance(cal.get("layers"), dict):
             raise ValueError(f"The field 'calibration' in {where} must be an object with layers.")
-        bounded_int(cal.get("act_bits"), at, "act_bits", 1, limits.max_act_bits, "max_act_bits")
+        bounded_int(cal.get("act_bits"), at, "act_bits", 1, limits.max_act_bits, f"max_act_bits={limits.max_act_bits}")
         bounded_int(cal.get("input_frac"), at, "input_frac", -e, e, f"max_exponent={e}")
         for name, entry in cal["layers"].items():
             if not isinstance(entry, dict):

@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import shutil
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -177,8 +178,8 @@ class LayerStore:
                 return None
             graph = Graph.from_arrays(*(arrays[k] for k in GRAPH_ARRAYS), meta=info["meta"])
             coded = CodedMatrix(graph=graph, **info["fields"])
-        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
-            return None
+        except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+            return None  # torn, changed or not ours: coded again
         return coded, float(info["seconds"])
 
     def put(self, key: str, coded: CodedMatrix, seconds: float) -> None:

@@ -61,7 +61,9 @@ def content_hash(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> 
     for name in sorted(tensors):
         t = cpu_copy(tensors[name])
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        if t.numel():
+            flat = t.reshape(-1).clone(memory_format=torch.contiguous_format)
+            h.update(flat.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

@@ -120,7 +120,9 @@ def set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
 def compress_(model: nn.Module, config, **kwargs) -> CompressResult:
     """Code the layers of ``model`` in place with the method that ``config`` names.
 
-    Extra keyword arguments go to the method's handler (e.g. ``data=`` for methods that retrain).
+    Extra keyword arguments go to the method's handler (e.g. ``data=`` for methods that retrain:
+    ``(x, y)`` arrays or tensors, a torch Dataset or DataLoader, or a fewops data set; see
+    :func:`fewops.data.adapt.as_dataset`).
     Returns a :class:`CompressResult` (its ``model`` is the same object, now coded).
     """
     handler = HANDLERS.get(type(config))

@@ -38,7 +38,13 @@ def csd_bits_for_accuracy(model, dataset, tolerance: float = 0.005, max_bits: in
 
 
 def baselines(
-    model, dataset, *, act_bits: int, simulate: bool = True, models: dict | None = None
+    model,
+    dataset,
+    *,
+    act_bits: int,
+    simulate: bool = True,
+    models: dict | None = None,
+    progress: bool = False,
 ) -> list[dict]:
     """Dense MAC (16-bit) and CSD at the smallest width keeping float accuracy within 0.5 points.
 
@@ -51,10 +57,17 @@ def baselines(
         DenseConfig(DenseCode(bits=16)),
         act_bits=act_bits,
         simulate=simulate,
+        progress=progress,
     )
     bits = csd_bits_for_accuracy(model, dataset)
     csd_entry, csd_model = run_method(
-        "csd", model, dataset, CSDConfig(CSDCode(bits=bits)), act_bits=act_bits, simulate=simulate
+        "csd",
+        model,
+        dataset,
+        CSDConfig(CSDCode(bits=bits)),
+        act_bits=act_bits,
+        simulate=simulate,
+        progress=progress,
     )
     csd_entry["config"]["chosen_by"] = "smallest width within 0.5 points of float accuracy"
     if models is not None:
@@ -166,7 +179,9 @@ def run_compress(
         )
     record.finish("float", {"path": str(info["path"]), "weights": state_digest(model)})
     models: dict = {}
-    entries = baselines(model, dataset, act_bits=act_bits, simulate=simulate, models=models)
+    entries = baselines(
+        model, dataset, act_bits=act_bits, simulate=simulate, models=models, progress=progress
+    )
     if not METHODS[method].baseline:
         runtime = {}
         if method == "lcc":  # its workers, and its pruned model kept in the output folder

@@ -9,6 +9,7 @@ from dataclasses import asdict, is_dataclass
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from fewops.cost.report import NetworkCost
 from fewops.data.adapt import as_dataset
@@ -40,6 +41,13 @@ def float_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: i
             logits = model(torch.as_tensor(x[start : start + batch_size]))
             correct += int((logits.argmax(1).numpy() == y[start : start + batch_size]).sum())
     return correct / max(1, x.shape[0])
+
+
+def simulated_predictions(net, x: np.ndarray, method: str, progress, batch: int = 256):
+    """The integer network's predictions on ``x``, with a progress bar when ``progress``."""
+    chunks = range(0, len(x), batch)
+    bar = tqdm(chunks, desc=f"{method}: integer simulation", unit="batch", disable=not progress)
+    return np.concatenate([net.predict(x[start : start + batch]) for start in bar])
 
 
 def config_to_dict(config) -> dict:
@@ -83,7 +91,7 @@ def run_method(
     if simulate:
         net = compile_network(model, dataset.x_train[:calibration_size], act_bits=act_bits)
         sim_start = time.perf_counter()
-        pred = net.predict(dataset.x_test)
+        pred = simulated_predictions(net, dataset.x_test, method, compress_kwargs.get("progress"))
         entry["accuracy"]["simulated"] = float((pred == dataset.y_test).mean())
         entry["simulation"] = {
             "act_bits": act_bits,

@@ -80,6 +80,13 @@ def load_checkpoint(
         opt_json = json.loads(meta["optimizer"])
     except (KeyError, ValueError, TypeError, RecursionError) as exc:
         raise ValueError(f"The checkpoint {path} has corrupt metadata ({exc}).") from exc
+    kinds = {"config": saved_config, "history": history, "optimizer": opt_json}
+    for name, value in kinds.items():
+        if not isinstance(value, dict):
+            raise ValueError(
+                f"The checkpoint {path} has corrupt metadata ({name} is a "
+                f"{type(value).__name__}, not an object)."
+            )
     for key, value in (config or {}).items():
         if saved_config.get(key) != value:
             raise ValueError(
@@ -98,7 +105,7 @@ def load_checkpoint(
                 for pid, entry in opt_json["state"].items()
             }
             optimizer.load_state_dict({"state": state, "param_groups": opt_json["param_groups"]})
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError, RuntimeError) as exc:
             raise ValueError(
                 f"The optimizer state in checkpoint {path} does not fit this optimizer ({exc})."
             ) from exc

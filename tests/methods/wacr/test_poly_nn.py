@@ -16,6 +16,7 @@ from torch import nn
 from fewops.cli.compress import build_parser
 from fewops.cli.options import config_from_options
 from fewops.codes import poly
+from fewops.methods.registry import METHODS
 from fewops.methods.wacr import MNIST_CNN_TENSOR_BLOCKS_Q, WACR_PRESETS, PolyCode, PolyConfig
 from fewops.methods.wacr.layers import Basis, PolyConv2d, PolyLinear, layer_layout
 from fewops.methods.wacr.retrain import retrain_
@@ -394,13 +395,14 @@ def test_mnist_cnn_preset_is_the_documented_recipe():
 
 
 def test_readme_command_runs_the_preset(monkeypatch):
-    """The README's `fewops compress --method wacr` command spells out the preset
-    mnist-cnn-tensor-blocks-q option by option."""
+    """The README's `fewops compress --method wacr --model mnist-cnn` command, with no method
+    options, runs the preset mnist-cnn-tensor-blocks-q (the model family's default)."""
     monkeypatch.chdir(DOCS.parent)  # the command names docs/... relative to the repository
     readme = (DOCS.parent / "README.md").read_text()
     start = readme.index("fewops compress --method wacr --model mnist-cnn")
     command = readme[start:].split("#", 1)[0].replace("\\\n", " ")
     argv = shlex.split(command)[2:]  # after "fewops compress"
     args = build_parser("wacr").parse_args(argv)
-    config = config_from_options(WACR_PRESETS["default"], args)
+    assert args.preset is None  # no method options: the model's measured preset
+    config = config_from_options(METHODS["wacr"].config_for(args.model, args.data), args)
     assert config == WACR_PRESETS["mnist-cnn-tensor-blocks-q"]
