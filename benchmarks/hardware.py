@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ from fewops.codes import csd
 from fewops.codes.common import dyadic_value, sqnr_db
 from fewops.cost import count_graph
 from fewops.hw import adder_bits, run_yosys, write_verilog
+from fewops.parallel import pmap
 
 INPUT_BITS = 8
 
@@ -253,11 +253,9 @@ def main(argv=None) -> int:
         )
         if args.codes:
             jobs = [j for j in jobs if any(j[0].startswith(c) for c in args.codes)]
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            rows = []
-            for row in pool.map(run_job, jobs):
-                rows.append(row)
-                print(row, flush=True)
+        rows = pmap(
+            run_job, jobs, workers=args.jobs, on_result=lambda _, row: print(row, flush=True)
+        )
     command = "python benchmarks/hardware.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = "\n".join(
         [

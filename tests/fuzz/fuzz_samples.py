@@ -203,12 +203,14 @@ def _mutate_arrays(path: Path, rng) -> None:
             value = INTERESTING_INTS[int(rng.integers(len(INTERESTING_INTS)))]
             if arr.dtype.kind == "f":
                 value = float(rng.choice([np.nan, np.inf, -np.inf, 1e38, float(value)]))
-            flat[int(rng.integers(flat.size))] = np.array(value).astype(arr.dtype)
+            with np.errstate(invalid="ignore", over="ignore"):
+                flat[int(rng.integers(flat.size))] = np.array(value).astype(arr.dtype)
             arr = flat.reshape(arr.shape)
         elif how == 1 and arr.size:
             arr = arr[: int(rng.integers(arr.shape[0]))] if arr.ndim else arr
         elif how == 2:
-            arr = arr.astype(rng.choice([np.float32, np.int32, np.uint8, np.int64]))
+            with np.errstate(invalid="ignore", over="ignore"):  # NaN or inf cast to integers
+                arr = arr.astype(rng.choice([np.float32, np.int32, np.uint8, np.int64]))
         elif how == 3:
             arr = arr.reshape(1, -1)
         else:

@@ -3,6 +3,7 @@ started for these tests, bounded in time and killed even when a test fails."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -13,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from fewops.cli.main import main
 from fewops.codes.lcc import decompose
 from fewops.methods.lcc import LCCCode, LCCConfig
 from fewops.nn.api import compress_
@@ -106,3 +108,29 @@ def test_a_cluster_address_must_look_like_one():
     ):
         with cluster("127.0.0.1:8786"):
             pass
+
+
+def test_fewops_lcc_takes_the_cluster_option(lc, tmp_path, capsys):
+    w = np.random.default_rng(4).standard_normal((16, 40))
+    np.save(tmp_path / "W.npy", w)
+    args = ["lcc", str(tmp_path / "W.npy"), "--target-db", "40", "--algorithm", "dmp"]
+    assert main([*args, "--no-progress", "--json", str(tmp_path / "local.json")]) == 0
+    assert main([*args, "--cluster", lc.address, "--json", str(tmp_path / "remote.json")]) == 0
+    local = json.loads((tmp_path / "local.json").read_text())
+    remote = json.loads((tmp_path / "remote.json").read_text())
+    assert remote["adds"] == local["adds"] and remote["sqnr_db"] == local["sqnr_db"]
+    capsys.readouterr()
+    bad = [*args, "--cluster", "127.0.0.1:1"]
+    assert main(bad) == 2
+    assert "A cluster address looks like 'tcp://HOST:PORT'; got '127.0.0.1:1'." in (
+        capsys.readouterr().err
+    )
+
+
+def test_the_loopback_cluster_is_cleaned_up_when_the_job_fails():
+    with pytest.raises(RuntimeError, match="the job failed"):
+        with loopback_cluster(workers=1, timeout=60) as started:
+            procs = list(started.processes)
+            assert all(p.poll() is None for p in procs)
+            raise RuntimeError("the job failed")
+    assert all(p.poll() is not None for p in procs)

@@ -10,11 +10,9 @@ from fewops.codes.csd import quantize
 from fewops.graph.builder import GraphBuilder, emit_outputs, sum_terms
 
 
-def encode(w, bits: int = 16) -> CodedMatrix:
-    """Code W as ``bits``-bit fixed-point weights with one multiplier each (in mults, in-1 adds)."""
-    w = check_matrix(w)
-    w_int, m, e = quantize(w, bits)
-    out, inp = w.shape
+def integer_matrix_graph(w_int: np.ndarray, meta: dict | None = None):
+    """Shift-add graph of y = W_int x with one multiplier per weight and an adder tree per row."""
+    out, inp = w_int.shape
     builder = GraphBuilder()
     x = builder.inputs(inp)
     row, col = np.divmod(np.arange(out * inp), inp)
@@ -22,7 +20,14 @@ def encode(w, bits: int = 16) -> CodedMatrix:
     ones = np.ones(row.shape[0], dtype=np.int64)
     sums = sum_terms(builder, products, np.zeros_like(row), ones, row, out)
     emit_outputs(builder, *sums)
-    graph = builder.build(meta={"code": "dense", "bits": int(bits)})
+    return builder.build(meta=meta)
+
+
+def encode(w, bits: int = 16) -> CodedMatrix:
+    """Code W as ``bits``-bit fixed-point weights with one multiplier each (in mults, in-1 adds)."""
+    w = check_matrix(w)
+    w_int, m, e = quantize(w, bits)
+    graph = integer_matrix_graph(w_int, meta={"code": "dense", "bits": int(bits)})
     return CodedMatrix(
         method="dense",
         graph=graph,

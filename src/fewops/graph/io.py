@@ -128,7 +128,9 @@ def check_graph_width(graph: Graph, source: str, limits: GraphLimits) -> None:
         )
 
 
-def _read_member(archive: zipfile.ZipFile, key: str, source: str, limits: GraphLimits):
+def _read_member(
+    archive: zipfile.ZipFile, key: str, source: str, limits: GraphLimits
+) -> np.ndarray | None:
     """One ``.npy`` member, after its declared sizes are checked against ``limits``."""
     try:
         info = archive.getinfo(f"{key}.npy")
@@ -204,7 +206,8 @@ def load_graph(path: str | os.PathLike[str], *, limits: GraphLimits | None = Non
         raise ValueError(f"Graph file {path} lacks the arrays {missing}; it needs {GRAPH_KEYS}.")
     check_graph_arrays(arrays, str(path), limits)
     try:
-        graph = Graph.from_arrays(*(arrays[k] for k in GRAPH_KEYS))
+        op, a, b, sa, sb, const = (arrays[k] for k in GRAPH_KEYS)
+        graph = Graph.from_arrays(op, a, b, sa, sb, const)
     except (ValueError, TypeError, IndexError, OverflowError) as exc:
         raise ValueError(f"Graph file {path} holds an invalid graph: {exc}") from exc
     check_graph_width(graph, str(path), limits)

@@ -281,6 +281,40 @@ def strip_rounding(graph: Graph) -> Graph:
     return Graph.from_arrays(op, graph.a, graph.b, graph.sa, graph.sb, const, meta=graph.meta)
 
 
+def hoist(
+    graph: Graph, target: np.ndarray, eligible: np.ndarray, ceiling: np.ndarray, zero: np.ndarray
+) -> np.ndarray:
+    """Raise each node's target to the exponent below which no reader uses its bits.
+
+    Bits of an operand below where the other operand's data starts pass through an adder as
+    wires; when every reader rounds them away (directly or further downstream), rounding them
+    once at their source gives the same values, narrows the source, and keeps the error in one
+    place: several readers rounding the same passed-through bits would repeat one error
+    (correlated noise that the model, which adds variances, would miss). ``zero`` is the exact
+    graph's lowest-data exponent of each node (drops only raise it, so this is conservative).
+    """
+    target = target.copy()
+    n = graph.num_nodes
+    floor = np.full(n, NO_BITS, dtype=np.int64)
+    unused = np.full(n, -NO_BITS, dtype=np.int64)
+    is_out = graph.op == Op.OUTPUT
+    za = np.where(graph.a >= 0, zero[np.maximum(graph.a, 0)] + graph.sa, NO_BITS)
+    zb = np.where(graph.b >= 0, zero[np.maximum(graph.b, 0)] + graph.sb, NO_BITS)
+    for nodes in reversed(level_groups(graph)):
+        # Every reader sits on a later level, so this level's floors are final.
+        up = eligible[nodes] & (floor[nodes] < NO_BITS)
+        t = nodes[up]
+        target[t] = np.maximum(target[t], np.minimum(floor[t], ceiling[t]))
+        own = np.where(eligible[nodes], target[nodes], -NO_BITS)
+        unused[nodes] = np.where(is_out[nodes], -NO_BITS, np.maximum(own, floor[nodes]))
+        unused[nodes] = np.minimum(unused[nodes], NO_BITS - 1)
+        for operand, sh, other in ((graph.a, graph.sa, zb), (graph.b, graph.sb, za)):
+            readers = nodes[operand[nodes] >= 0]
+            want = np.minimum(unused[readers], other[readers]) - sh[readers]
+            np.minimum.at(floor, operand[readers], want)
+    return target
+
+
 def choose_drops(
     graph: Graph, noise_budget: float, input_width: int, g: np.ndarray | None = None
 ) -> np.ndarray:
@@ -297,6 +331,7 @@ def choose_drops(
     norm = np.sqrt((g**2).sum(axis=1))
     eligible = np.isin(graph.op, np.asarray(ROUNDABLE, dtype=np.uint8)) & (norm > 0)
     base = exponents(graph)
+    base_zero = np.maximum(base.zero_in, base.lsb)
     widths = infer_widths(graph, input_width)
     ceiling = base.lsb + np.maximum(widths - 2, 0)
     # Keep at least DATA_GUARD bits below each node's typical magnitude (its standard deviation
@@ -314,7 +349,7 @@ def choose_drops(
     def trial(c: float) -> tuple[np.ndarray, float]:
         level = np.floor(c - log_norm) - OUTPUT_GUARD * feeds_output
         target = np.where(eligible, level, -NO_BITS).astype(np.int64)
-        target = np.minimum(target, ceiling)
+        target = hoist(graph, np.minimum(target, ceiling), eligible, ceiling, base_zero)
         exp = exponents(graph, target)
         _, var = exp.noise()
         return exp.drop * eligible, float((var * eligible) @ norm**2)

@@ -166,12 +166,21 @@ def check_structure(structure: dict, path: Path, limits: ModelLimits) -> dict:
         if not (isinstance(shape, list) and len(shape) == 2):
             raise ValueError(f"The field 'shape' in {at} must be [out, in]; got {shape!r}.")
         for v in shape:
-            bounded_int(v, at, "shape", 1, limits.graph.max_nodes, f"max_nodes={limits.graph.max_nodes}")
+            bounded_int(
+                v, at, "shape", 1, limits.graph.max_nodes, f"max_nodes={limits.graph.max_nodes}"
+            )
         if record.get("kind") == "conv":
             conv = record.get("conv")
             if not isinstance(conv, dict):
                 raise ValueError(f"The field 'conv' in {at} must be an object; got {conv!r}.")
-            bounded_int(conv.get("in_channels"), at, "in_channels", 1, limits.max_conv, f"max_conv={limits.max_conv}")
+            bounded_int(
+                conv.get("in_channels"),
+                at,
+                "in_channels",
+                1,
+                limits.max_conv,
+                f"max_conv={limits.max_conv}",
+            )
             for key, low in (("kernel_size", 1), ("stride", 1), ("padding", 0), ("dilation", 1)):
                 pair = conv.get(key)
                 if not (isinstance(pair, list) and len(pair) == 2):
@@ -200,7 +209,14 @@ def check_structure(structure: dict, path: Path, limits: ModelLimits) -> dict:
         at = f"{where} (calibration)"
         if not isinstance(cal, dict) or not isinstance(cal.get("layers"), dict):
             raise ValueError(f"The field 'calibration' in {where} must be an object with layers.")
-        bounded_int(cal.get("act_bits"), at, "act_bits", 1, limits.max_act_bits, f"max_act_bits={limits.max_act_bits}")
+        bounded_int(
+            cal.get("act_bits"),
+            at,
+            "act_bits",
+            1,
+            limits.max_act_bits,
+            f"max_act_bits={limits.max_act_bits}",
+        )
         bounded_int(cal.get("input_frac"), at, "input_frac", -e, e, f"max_exponent={e}")
         for name, entry in cal["layers"].items():
             if not isinstance(entry, dict):

@@ -36,8 +36,11 @@ __all__ = ["cluster", "current_cluster", "pmap", "resolve_workers", "task_thread
 
 # The Dask client that ``cluster`` made current in this context (None: local processes).
 CURRENT_CLIENT: contextvars.ContextVar[Any] = contextvars.ContextVar("fewops_cluster", default=None)
-# Threads a task may use; set while ``run_task`` runs a task (None: not inside a task).
-TASK_THREADS: int | None = None
+# Threads a task may use; set while ``run_task`` runs a task (None: not inside a task). A context
+# variable, so that the tasks a Dask worker runs in its threads each see their own.
+TASK_THREADS: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "fewops_task_threads", default=None
+)
 # In a loky worker: the parent process id its watchdog compares against (None: no watchdog).
 WATCHED_PARENT: int | None = None
 # How often a worker checks that its parent is still alive, in seconds.
@@ -46,7 +49,7 @@ PARENT_POLL_S = 0.25
 
 def task_threads() -> int | None:
     """The thread budget of the task running now, or None when not inside a ``pmap`` task."""
-    return TASK_THREADS
+    return TASK_THREADS.get()
 
 
 def current_cluster():
@@ -61,7 +64,7 @@ def resolve_workers(workers: int | None, jobs: int) -> int:
         raise TypeError(f"workers must be a whole number or None; got {workers!r}.")
     if workers is not None and int(workers) < 1:
         raise ValueError(f"workers must be at least 1 (or None for the CPU count); got {workers}.")
-    if TASK_THREADS is not None:
+    if TASK_THREADS.get() is not None:
         return 1
     n = joblib.cpu_count() if workers is None else int(workers)
     return max(1, min(n, jobs))
@@ -69,14 +72,12 @@ def resolve_workers(workers: int | None, jobs: int) -> int:
 
 def run_task(item, fn: Callable, common: dict, threads: int):
     """Run one task with ``threads`` threads for BLAS/OpenMP and for ``task_threads()``."""
-    global TASK_THREADS
-    previous = TASK_THREADS
-    TASK_THREADS = threads
+    token = TASK_THREADS.set(threads)
     try:
         with threadpool_limits(limits=threads):
             return fn(item, **common)
     finally:
-        TASK_THREADS = previous
+        TASK_THREADS.reset(token)
 
 
 def pmap(
@@ -112,7 +113,7 @@ def pmap(
             bar.update(1)
 
     try:
-        if client is not None and jobs and TASK_THREADS is None:
+        if client is not None and jobs and TASK_THREADS.get() is None:
             return _on_cluster(client, fn, jobs, common, done)
         if n <= 1:
             out = []
