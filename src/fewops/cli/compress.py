@@ -15,12 +15,14 @@ import os
 import sys
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
 from fewops.cli.options import add_config_options, config_from_options, refuse_unknown
-from fewops.data.adapt import as_dataset, load_npz
+from fewops.data import load
+from fewops.data.adapt import load_npz
 from fewops.methods.registry import METHODS, method
 from fewops.nn.api import check_overrides
 from fewops.parallel import cluster
@@ -205,11 +207,16 @@ def main(argv: list[str]) -> int:
         if args.data.endswith(".npz"):
             dataset = load_npz(args.data)
         if is_custom_model(args.model):
+            torch.manual_seed(args.float_seed)  # the factory's initial weights, reproducibly
             model = custom_model(args.model, args.weights)
     except ValueError as exc:
         parser.error(str(exc))
     if model is not None and args.weights is None:
-        data = dataset if dataset is not None else as_dataset(args.data)
+        data = (
+            dataset
+            if dataset is not None
+            else load(args.data, args.data_root, seed=args.float_seed)
+        )
         model.train()
         fit(
             model,

@@ -2,7 +2,8 @@
 
 The source is a saved graph (``--graph G.npz``, arrays op/a/b/sa/sb/const as written by
 :func:`save_graph` or ``fewops lcc --save-graph``), a matrix coded on the spot (``--matrix W.npy
---code csd|dense|lcc`` with ``--bits`` or ``--target-db``, the same inputs as ``fewops lcc``), or a
+--code csd|dense|lcc|auto`` with ``--bits`` or ``--target-db``: a measured output SQNR, reached with
+rounding inside the graph, see :mod:`fewops.codes.hardware`), or a
 model saved by ``fewops compress --out DIR`` (``--model DIR``: every layer, plus the whole MLP as
 one top module; see :mod:`fewops.cli.export_model`).
 """
@@ -12,12 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from fewops.cli.export_model import export_model
 from fewops.codes import csd, dense
+from fewops.codes.hardware import code_for_hardware
 from fewops.codes.lcc import decompose
 from fewops.cost import count_graph
 from fewops.graph.graph import Graph
@@ -28,7 +31,7 @@ from fewops.hw.tools import ToolNotFoundError, run_iverilog, run_yosys
 from fewops.io.limits import limits_from
 from fewops.sim.evaluate import evaluate
 
-CODES = ("csd", "dense", "lcc")
+CODES = ("csd", "dense", "lcc", "auto")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -45,9 +48,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     src.add_argument(
         "--model", type=Path, help="a model saved by `fewops compress --out DIR` (DIR or DIR/model)"
     )
-    p.add_argument("--code", choices=CODES, default="csd", help="code for --matrix (default csd)")
+    p.add_argument(
+        "--code",
+        choices=CODES,
+        default="csd",
+        help="code for --matrix (default csd); auto: the fewest estimated LUTs among csd and lcc",
+    )
     p.add_argument("--bits", type=int, default=None, help="weight width for csd/dense")
-    p.add_argument("--target-db", type=float, default=None, help="target SQNR (csd, lcc)")
+    p.add_argument(
+        "--target-db",
+        type=float,
+        default=None,
+        help="output SQNR against float W @ x, measured on uniform inputs: codes the matrix and "
+        "rounds inside the graph for the fewest estimated LUTs (fewops.codes.hardware)",
+    )
     p.add_argument("--algorithm", default="dmp", help="LCC algorithm (default dmp)")
     p.add_argument(
         "--name", default=None, help="module name (default layer; mlp for a --model's network)"
@@ -92,6 +106,19 @@ def _graph_from_args(args) -> Graph:
     if not path.exists():
         raise FileNotFoundError(f"No matrix file at {path}.")
     w = np.load(path, allow_pickle=False)
+    if args.target_db is not None:
+        found = code_for_hardware(w, args.code, args.target_db, input_width=args.input_width)
+        args.scale = found.scale
+        print(
+            f"{found.code}: output SQNR {found.measured_db:.2f} dB measured (target "
+            f"{found.target_db} dB, weights {found.weight_db:.2f} dB); rounding noise "
+            f"{found.predicted_noise:.4g} predicted, {found.measured_noise:.4g} measured, "
+            f"worst case {found.worst_case:.4g}; {found.luts_est:,} LUTs (est.), "
+            f"{found.adder_bits:,} adder bits"
+        )
+        return found.graph
+    if args.code == "auto":
+        raise ValueError("--code auto needs --target-db (it picks the code by measured SQNR).")
     if args.code == "lcc":
         if args.target_db is None:
             raise ValueError("--code lcc needs --target-db.")
@@ -133,6 +160,10 @@ def _run(args: argparse.Namespace) -> int:
         style=args.style,
     )
     info = ModuleInfo.from_json(json_path)
+    if getattr(args, "scale", None) is not None and args.scale != info.scale:
+        # The code's own power-of-two step: y stands for y * 2**-scale of W @ x itself.
+        info = replace(info, scale=args.scale)
+        json_path.write_text(json.dumps(info.to_dict(), indent=2) + "\n")
     cost = count_graph(graph)
     print(f"wrote {v_path} and {json_path}")
     print(

@@ -303,7 +303,7 @@ def mlp_digits_config() -> LCCConfig:
 
 
 LCC_PRESETS = {
-    "default": LCCConfig(code=LCCCode(algorithm="grow")),
+    "default": LCCConfig(),
     "demo": LCCConfig(search=LCCSearch(tolerance=0.005, search_samples=1000)),
     "mlp": LCCConfig(
         prune=PruneSettings(prune_lambda=0.35, finetune_epochs=20), train=Recipe(epochs=10)
