@@ -18,7 +18,7 @@ import numpy as np
 
 from fewops.graph.graph import Graph
 from fewops.graph.ops import Op
-from fewops.graph.rounding import exponents
+from fewops.graph.rounding import Exponents, exponents
 from fewops.graph.widths import infer_ranges, modular_widths, signed_width
 
 # LUTs per full-adder bit of each class, fitted by benchmarks/calibrate_luts.py against yosys
@@ -112,7 +112,7 @@ def carry_only_bits(graph: Graph, bits: np.ndarray, input_width: int = 8) -> np.
     return np.minimum(np.maximum(keep_from - free, 0), bits)
 
 
-def _zero(exp) -> np.ndarray:
+def _zero(exp: Exponents) -> np.ndarray:
     """Exponent of each node's lowest possibly-nonzero bit, after its own drop."""
     return np.maximum(exp.zero_in, exp.lsb)
 

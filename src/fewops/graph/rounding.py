@@ -259,7 +259,16 @@ def add_bias_constants(graph: Graph) -> Graph:
     return _in_order(graph, key, op, a, b, sa, sb, const)
 
 
-def _in_order(graph: Graph, key: np.ndarray, op, a, b, sa, sb, const) -> Graph:
+def _in_order(
+    graph: Graph,
+    key: np.ndarray,
+    op: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    sa: np.ndarray,
+    sb: np.ndarray,
+    const: np.ndarray,
+) -> Graph:
     """A graph of appended nodes, placed by ``key`` so that no reordering (and no change of
     output port order) is needed."""
     order = np.argsort(key, kind="stable")

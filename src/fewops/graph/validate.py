@@ -52,15 +52,15 @@ def canonicalize(
     trunc = np.flatnonzero(op == Op.TRUNC)
     if trunc.size:
         drops = np.asarray(const[trunc], dtype=object)
-        bad = [
-            i
-            for i, t in zip(trunc.tolist(), drops.tolist(), strict=True)
+        wrong = [
+            node
+            for node, t in zip(trunc.tolist(), drops.tolist(), strict=True)
             if not 0 <= t <= MAX_SHIFT
         ]
-        if bad:
-            i = bad[0]
+        if wrong:
+            node = wrong[0]
             raise ValueError(
-                f"Node {i} (trunc) drops {int(const[i])} low bits; a trunc node drops "
+                f"Node {node} (trunc) drops {int(const[node])} low bits; a trunc node drops "
                 f"0..{MAX_SHIFT} bits."
             )
     a = np.where(leaf, -1, a)
