@@ -104,7 +104,7 @@ def test_unsupported_node_kind_is_named(tmp_path, graphs):
     bad = dataclasses.replace(g, op=op)  # bypasses validation, as a future node kind would
     msg = (
         "Cannot emit Verilog for node 20: unsupported node kind 9; the emitter handles input, "
-        "const, shift, add, sub, neg, mul, output."
+        "const, shift, add, sub, neg, mul, output, trunc."
     )
     with pytest.raises(ValueError, match=re.escape(msg)):
         write_verilog(bad, tmp_path / "o")

@@ -8,6 +8,7 @@ import pytest
 from stream_helpers import CLEAN_IMAGES, images, stream, unfold_windows
 
 from fewops.codes import csd
+from fewops.codes.lcc import decompose
 from fewops.hw.stream import WindowSpec, conv_timing, emit_conv
 from fewops.hw.tools import require_tool
 from fewops.sim import evaluate
@@ -51,6 +52,16 @@ def test_streamed_conv_equals_simulator(tmp_path, kernel, stride, padding, pipel
     )
     # The stalled images really stalled: their last beat comes later than without stalls.
     assert run.output_cycles[-1] > model.last_output + (IMAGES - 1) * model.ii
+
+
+def test_streamed_lcc_conv_equals_simulator(tmp_path):
+    spec = WindowSpec(H, W, C, 3, 1, 1, BITS)
+    graph = decompose(conv_weights(spec, 7), 30.0, algorithm="dmp", workers=1).graph
+    run, info = run_conv(tmp_path, spec, graph, 3)
+    assert info.kernel.latency >= 1
+    assert run.result.failed == 0, run.result.mismatches
+    assert run.result.passed == IMAGES * H * W
+    assert run.timing(0, H * W, H * W) == conv_timing(spec, info.kernel.latency)
 
 
 def test_one_changed_weight_fails_the_bench(tmp_path):
