@@ -1,13 +1,13 @@
 """Bit-exactness at the anchor's scale: one layer of each code through its Verilog, >= 131,072 vectors.
 
-For CSD, SST, LCC and WACR, a 64 x 64 Gaussian layer is coded, its shift-add graph emitted as
+For CSD, SST, LCC and WACR, a 32 x 32 (``--size``) Gaussian layer is coded, its shift-add graph emitted as
 Verilog, and a self-checking bench drives the vectors through it in verilator (or iverilog),
 comparing every output with the integer simulator (``fewops.sim.evaluate``) bit for bit. The
 vectors are the full-scale corners (all -128, all 127, alternating, one input at 127, ...), then
 vectors of random extremes, then uniform random ones (``fewops.hw.testbench.make_vectors``).
 A code whose bench reports a single mismatch fails the run (exit status 1).
 
-    python benchmarks/bitexact.py [--vectors 131072] [--size 64] [--simulator verilator]
+    python benchmarks/bitexact.py [--vectors 131072] [--size 32] [--simulator verilator]
         [--out benchmarks/results/bitexact.md]
 """
 
@@ -29,8 +29,10 @@ from fewops.codes import csd, poly, sst
 from fewops.codes.lcc import decompose
 from fewops.cost import count_graph
 from fewops.graph.widths import datapath_bits
-from fewops.hw.testbench import make_vectors
-from fewops.hw.verify import simulate_graph
+from fewops.hw.emit import ModuleInfo, write_verilog
+from fewops.hw.testbench import make_vectors, write_testbench
+from fewops.hw.tools import run_iverilog, run_verilator
+from fewops.sim.evaluate import evaluate
 
 
 def layers(size: int, seed: int) -> dict:
@@ -50,6 +52,16 @@ def layers(size: int, seed: int) -> dict:
     }
 
 
+def simulate(graph, vectors, workdir: str, simulator: str, timeout: float):
+    """``fewops.hw.verify.simulate_graph`` with a longer tool timeout (a big layer's C++ build in
+    verilator can take more than its 600 s on a busy machine)."""
+    v_path, json_path = write_verilog(graph, workdir, name="layer", style="always")
+    info = ModuleInfo.from_json(json_path)
+    tb = write_testbench(info, vectors, evaluate(graph, vectors), workdir)
+    run = run_verilator if simulator == "verilator" else run_iverilog
+    return run([v_path, tb], tb.stem, workdir, timeout=timeout)
+
+
 def _tool_version(simulator: str) -> str:
     cmd = [simulator, "--version"] if simulator == "verilator" else ["iverilog", "-V"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
@@ -59,7 +71,8 @@ def _tool_version(simulator: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vectors", type=int, default=131_072)
-    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per tool run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--simulator", choices=("verilator", "iverilog"), default="verilator")
     parser.add_argument("--out", type=Path, default=None, help="write the results table here")
@@ -73,9 +86,7 @@ def main() -> int:
         corners = int(np.all((vectors == -128) | (vectors == 127), axis=1).sum())
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="fewops_bitexact_") as tmp:
-            result = simulate_graph(
-                graph, vectors, workdir=tmp, simulator=args.simulator, name="layer"
-            )
+            result = simulate(graph, vectors, tmp, args.simulator, args.timeout)
         seconds = time.perf_counter() - t0
         failed |= not result.ok or result.passed != len(vectors)
         rows.append(

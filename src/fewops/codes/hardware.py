@@ -30,7 +30,8 @@ AUTO_CODES = ("csd", "lcc")  # dense: LUT estimate not calibrated for general mu
 SPLITS_DB = (0.5, 1.0, 2.0, 3.0)  # how far above the target the weights' approximation goes
 MIN_INPUT_WIDTH = 2
 MAX_INPUT_WIDTH = 63
-MAX_RETRIES = 6
+MAX_RETRIES = 10
+MARGIN_DB = 0.1  # aim this far above the target on the selection sample (sampling spread)
 
 
 @dataclass(frozen=True)
@@ -147,13 +148,13 @@ def round_for_target(
     if budget <= 0:
         db, err = output_sqnr(graph, e, w, x)
         return graph, db, err
-    budget_graph = budget * 2.0 ** (-2 * e)  # in the graph's own output units
+    budget_graph = 0.97 * budget * 2.0 ** (-2 * e)  # in the graph's own output units
     for _ in range(MAX_RETRIES):
         rounded = apply_drops(graph, choose_drops(graph, budget_graph, input_width))
         db, err = output_sqnr(rounded, e, w, x)
         if db >= target_db:
             return rounded, db, err
-        budget_graph *= 0.6
+        budget_graph *= 0.85
     db, err = output_sqnr(graph, e, w, x)
     return graph, db, err
 
@@ -177,8 +178,9 @@ def code_for_hardware(
             graph, e = exact_code(w, code, target_db + split)
         except ValueError:
             continue
-        rounded, db, err = round_for_target(w, graph, e, target_db, input_width, seed=seed)
-        if db < target_db:
+        aim = target_db + MARGIN_DB
+        rounded, db, err = round_for_target(w, graph, e, aim, input_width, seed=seed)
+        if db < aim:
             continue
         fresh = uniform_inputs(w.shape[1], 20000, input_width, seed + 1)
         fresh_db, _ = output_sqnr(rounded, e, w, fresh)
@@ -186,6 +188,8 @@ def code_for_hardware(
         y_round = np.ldexp(np.asarray(evaluate(rounded, fresh), np.float64), -rounded.output_scale)
         y_exact = np.ldexp(np.asarray(evaluate(graph, fresh), np.float64), -graph.output_scale)
         measured = float(((y_round - y_exact) ** 2).sum(axis=1).mean()) * 4.0**e
+        if fresh_db < target_db:  # the promise is about fresh inputs: never return less
+            continue
         cost = bit_cost(rounded, input_width)
         noise = predict_noise(rounded)
         found = HardwareCode(

@@ -24,6 +24,7 @@ from fewops.graph.widths import infer_widths, level_groups, trunc_drops
 NO_BITS = 1 << 12  # exponent standing for "every bit is zero" (a zero constant)
 OUTPUT_GUARD = 2
 DATA_GUARD = 3
+FILL_ROUNDS = 4  # rounds of one more level for the quietest nodes after the common level
 ROUNDABLE = (Op.INPUT, Op.ADD, Op.SUB, Op.NEG, Op.MUL, Op.SHIFT)
 
 
@@ -355,25 +356,50 @@ def choose_drops(
     feeds_output[graph.a[graph.output_nodes]] = True
     log_norm = np.log2(np.where(norm > 0, norm, 1.0))
 
-    def trial(c: float) -> tuple[np.ndarray, float]:
+    def levels(c: float, raised: np.ndarray | None = None) -> np.ndarray:
         level = np.floor(c - log_norm) - OUTPUT_GUARD * feeds_output
-        target = np.where(eligible, level, -NO_BITS).astype(np.int64)
+        if raised is not None:
+            level = level + raised
+        return np.where(eligible, level, -NO_BITS).astype(np.int64)
+
+    def trial(target: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
         target = hoist(graph, np.minimum(target, ceiling), eligible, ceiling, base_zero)
         exp = exponents(graph, target)
         _, var = exp.noise()
-        return exp.drop * eligible, float((var * eligible) @ norm**2)
+        part = var * eligible * norm**2
+        return exp.drop * eligible, float(part.sum()), part
 
     lo, hi = -80.0, 80.0
     best = np.zeros(graph.num_nodes, dtype=np.int64)
-    if trial(lo)[1] > noise_budget:
+    if trial(levels(lo))[1] > noise_budget:
         return best
     for _ in range(40):
         mid = (lo + hi) / 2
-        drop, noise = trial(mid)
+        drop, noise, _ = trial(levels(mid))
         if noise <= noise_budget:
             lo, best = mid, drop
         else:
             hi = mid
         if hi - lo < 1 / 16:
             break
+    # One level more for the nodes whose noise is smallest, as many as the budget allows: the
+    # common level moves all nodes at once (noise x4), this fills the rest of the budget.
+    bumped = np.zeros(graph.num_nodes, dtype=np.int64)
+    for _ in range(FILL_ROUNDS):
+        _, _, part = trial(levels(lo, bumped))
+        order = np.argsort(np.where(eligible, part, np.inf), kind="stable")
+        order = order[eligible[order]]
+        k_lo, k_hi = 0, order.shape[0]
+        while k_hi - k_lo > max(1, order.shape[0] // 256):
+            k = (k_lo + k_hi) // 2
+            raised = bumped.copy()
+            raised[order[:k]] += 1
+            drop, noise, _ = trial(levels(lo, raised))
+            if noise <= noise_budget:
+                k_lo, best = k, drop
+            else:
+                k_hi = k
+        if k_lo == 0:
+            break
+        bumped[order[:k_lo]] += 1
     return best
