@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
+import fewops.codes.lcc.algorithms as algorithms
 from fewops.codes.lcc import decompose
 from fewops.parallel import pmap, resolve_workers, task_threads
 
@@ -62,6 +63,23 @@ def test_decompose_is_identical_for_any_number_of_workers():
         assert np.array_equal(r.matrix(), results[0].matrix())
         for name in ("op", "a", "b", "sa", "sb", "const"):
             assert np.array_equal(getattr(r.graph, name), getattr(results[0].graph, name))
+
+
+def test_best_runs_the_tries_of_a_lone_slice_in_parallel_with_identical_results(monkeypatch):
+    seen = []
+    real = algorithms.pmap
+
+    def spy(fn, items, **kwargs):
+        seen.append(kwargs["workers"])
+        return real(fn, items, **kwargs)
+
+    monkeypatch.setattr(algorithms, "pmap", spy)
+    w = np.random.default_rng(2).standard_normal((16, 6))
+    results = [decompose(w, 30.0, algorithm="best", slice_width=6, workers=n) for n in (1, 2)]
+    assert seen == [1, 2]  # the one slice handed its workers to the tries
+    assert results[1].adds == results[0].adds
+    for name in ("op", "a", "b", "sa", "sb", "const"):
+        assert np.array_equal(getattr(results[1].graph, name), getattr(results[0].graph, name))
 
 
 def _square_with_offset(x: int, offset: int) -> int:

@@ -10,6 +10,7 @@ from fewops.codes.lcc.cse import dedupe
 from fewops.codes.lcc.dmp import layered
 from fewops.codes.lcc.grow import grow
 from fewops.codes.lcc.polish import polish
+from fewops.parallel import pmap
 
 # Above this many rows the "all codewords" dictionary costs more than it buys.
 ALL_DICTIONARY_ROWS = 512
@@ -168,6 +169,8 @@ RESTARTS = 16
 # 2 s each on 256 x 8).
 SMALL_SWITCHES = (-5.0, 4.0)
 POLISH_TOP = 3
+# The option through which decompose tells "best" how many processes its tries may use.
+TRY_WORKERS = "try_workers"
 
 
 def _best(t, budget, **opts):
@@ -178,6 +181,7 @@ def _best(t, budget, **opts):
     ``restarts`` seeded restarts (default RESTARTS). Deterministic for a given seed.
     """
     rows = t.shape[0]
+    workers = opts.pop(TRY_WORKERS, 1)
     seed = int(opts.get("seed", 0))
     # Beam-searched chains after the shared growth: on 4096 x 12 at 96.3 dB 1.189 adds per entry
     # against 1.240 for grow with lookahead 4 (which it replaces: about the same time).
@@ -193,12 +197,11 @@ def _best(t, budget, **opts):
             ("fs", {"lookahead": 4, "shared_gain": True, "jitter": 0.1, "seed": seed + r})
             for r in range(int(opts.get("restarts", RESTARTS)))
         ]
-    tries = []
-    for name, extra in names:
-        code = dedupe(run_algorithm(name, t, budget, **{**opts, **extra}))
-        if _err(code, t) > budget * (1 + 1e-9) + 1e-300:
-            continue
-        tries.append(code)
+    # The tries are independent: they run in parallel when this slice is the only task (inside
+    # a pmap task, e.g. one slice of many, pmap runs them one after another); kept in order, so
+    # the choice below does not depend on the workers.
+    codes = pmap(run_try, names, workers=workers, common={"t": t, "budget": budget, "opts": opts})
+    tries = [code for code in codes if _err(code, t) <= budget * (1 + 1e-9) + 1e-300]
     if not tries:  # nothing met the budget: return the most accurate try
         return run_algorithm("dmp", t, budget, **opts)
     best = None
@@ -211,6 +214,12 @@ def _best(t, budget, **opts):
             if _err(polished, t) <= budget * (1 + 1e-9) + 1e-300:
                 best = _better(best, polished, t)
     return best
+
+
+def run_try(item: tuple[str, dict], t: np.ndarray, budget: float, opts: dict) -> SliceCode:
+    """One try of "best": algorithm ``item[0]`` with ``item[1]`` on top of ``opts``."""
+    name, extra = item
+    return dedupe(run_algorithm(name, t, budget, **{**opts, **extra}))
 
 
 ALGORITHMS = {

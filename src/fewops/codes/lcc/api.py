@@ -12,7 +12,7 @@ import numpy as np
 from fewops.codes.base import CodedMatrix
 from fewops.codes.common import check_matrix, sqnr_db
 from fewops.codes.lcc import core
-from fewops.codes.lcc.algorithms import ALGORITHMS, run_algorithm
+from fewops.codes.lcc.algorithms import ALGORITHMS, TRY_WORKERS, run_algorithm
 from fewops.codes.lcc.core import SliceCode
 from fewops.codes.lcc.lower import to_graph
 from fewops.cost.count import GraphCost, count_graph
@@ -258,6 +258,8 @@ def decompose(
         w = np.ldexp(w, -scale_e)  # exact: a power of two
     ratio = 10.0 ** (-target / 10.0)
     opts = dict(options, S=int(S), mem=int(mem), seed=int(seed))
+    if algorithm == "best":
+        opts[TRY_WORKERS] = workers  # a lone slice runs its tries in parallel instead
     jobs = []
     for i, (a, b) in enumerate(bounds):
         t = np.ascontiguousarray(w[:, a:b])
