@@ -100,16 +100,50 @@ def _check_operand(
 def _topological_order(
     op: np.ndarray, a: np.ndarray, b: np.ndarray, leaf: np.ndarray, binary: np.ndarray
 ) -> np.ndarray:
-    """Kahn-style ordering by longest path; raises on a cycle, naming nodes on it."""
+    """Nodes ordered by longest path from the leaves (stable); raises on a cycle, naming nodes
+    on or behind it.
+
+    A few vectorised relaxation passes settle the depths of ordinary graphs; a long chain of
+    forward references would need one pass per link (quadratic: 9 s for 40k reversed nodes), so
+    past ``FAST_PASSES`` the depths come from Kahn's algorithm, linear in the edges."""
     n = op.shape[0]
     depth = np.zeros(n, dtype=np.int64)
     inner = np.flatnonzero(~leaf)
     ia = a[inner]
     ib = np.where(binary[inner], b[inner], ia)
-    for _ in range(n + 1):
+    for _ in range(min(n + 1, FAST_PASSES)):
         new = np.maximum(depth[ia], depth[ib]) + 1
         if np.array_equal(new, depth[inner]):
             return np.argsort(depth, kind="stable")
         depth[inner] = new
-    stuck = inner[depth[inner] >= n][:5].tolist()
-    raise ValueError(f"The graph has a cycle; nodes on or behind it include {stuck}.")
+    return np.argsort(_kahn_depths(inner, ia, ib, n), kind="stable")
+
+
+# Relaxation passes tried before Kahn's algorithm (ordinary graphs settle in a few).
+FAST_PASSES = 64
+
+
+def _kahn_depths(inner: np.ndarray, ia: np.ndarray, ib: np.ndarray, n: int) -> np.ndarray:
+    """Longest-path depth of every node by Kahn's algorithm over the operand edges."""
+    src = np.concatenate([ia, ib])
+    dst = np.concatenate([inner, inner])
+    indegree = np.bincount(dst, minlength=n)
+    by_src = np.argsort(src, kind="stable")
+    starts = np.searchsorted(src[by_src], np.arange(n + 1)).tolist()
+    readers = dst[by_src].tolist()
+    pending = indegree.tolist()
+    depth = [0] * n
+    ready = np.flatnonzero(indegree == 0).tolist()
+    done = 0
+    while ready:
+        node = ready.pop()
+        done += 1
+        for reader in readers[starts[node] : starts[node + 1]]:
+            depth[reader] = max(depth[reader], depth[node] + 1)
+            pending[reader] -= 1
+            if pending[reader] == 0:
+                ready.append(reader)
+    if done < n:
+        stuck = [i for i in range(n) if pending[i] > 0][:5]
+        raise ValueError(f"The graph has a cycle; nodes on or behind it include {stuck}.")
+    return np.asarray(depth, dtype=np.int64)
