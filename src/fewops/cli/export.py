@@ -16,8 +16,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from fewops.cli.export_model import export_model
 from fewops.codes import csd, dense
 from fewops.codes.hardware import code_for_hardware
@@ -29,6 +27,7 @@ from fewops.hw.emit import ModuleInfo, write_verilog
 from fewops.hw.testbench import make_vectors, write_testbench
 from fewops.hw.tools import ToolNotFoundError, run_iverilog, run_yosys
 from fewops.io.limits import limits_from
+from fewops.io.matrix import load_matrix
 from fewops.sim.evaluate import evaluate
 
 CODES = ("csd", "dense", "lcc", "auto")
@@ -103,9 +102,7 @@ def _graph_from_args(args) -> Graph:
     if args.graph is not None:
         return load_graph(args.graph, limits=limits_from(args.limit).graph)
     path = Path(args.matrix)
-    if not path.exists():
-        raise FileNotFoundError(f"No matrix file at {path}.")
-    w = np.load(path, allow_pickle=False)
+    w = load_matrix(path)
     if args.target_db is not None:
         found = code_for_hardware(w, args.code, args.target_db, input_width=args.input_width)
         args.scale = found.scale

@@ -13,6 +13,7 @@ from fewops.codes.csd import bits_for_sqnr, encode
 from fewops.codes.lcc import decompose
 from fewops.codes.lcc.algorithms import ALGORITHMS
 from fewops.graph.io import save_graph
+from fewops.io.matrix import load_matrix
 from fewops.parallel import cluster
 
 
@@ -54,9 +55,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the subcommand; returns the exit status."""
 
     path = Path(args.matrix)
-    if not path.exists():
-        raise FileNotFoundError(f"No matrix file at {path}.")
-    w = np.load(path, allow_pickle=False)
+    w = load_matrix(path)
     options = {}
     if args.batch is not None:
         options["batch"] = args.batch

@@ -11,6 +11,10 @@ def check_matrix(w, name: str = "W") -> np.ndarray:
     """A finite 2-D float64 copy of ``w``, or a ValueError/TypeError saying what is wrong."""
     if hasattr(w, "detach"):
         w = w.detach().cpu().numpy()
+    if np.iscomplexobj(w):
+        raise TypeError(
+            f"{name} must be a real matrix; got complex values (dtype {np.asarray(w).dtype})."
+        )
     try:
         arr = np.asarray(w, dtype=np.float64)
     except (TypeError, ValueError) as exc:
