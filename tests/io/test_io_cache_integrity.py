@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from fewops.data import load
 from fewops.io.tensors import save_tensors
-from fewops.train.cache import train_or_load
+from fewops.train.cache import CacheEntryRebuilt, train_or_load
 
 KW = dict(epochs=1, seed=0, hidden=(8,), progress=False)
 
@@ -35,11 +35,12 @@ def test_flipped_bytes_in_the_cached_model_are_refused(tmp_path, digits):
     raw[-20:-16] = b"\xff\xff\xff\x7f"
     path.write_bytes(bytes(raw))
     message = (
-        f"The cached model {path} is corrupt or unreadable (it fails its content hash: changed "
-        "or torn since it was written). Delete it to start afresh."
+        f"Not trusting the cached model {path}: it is corrupt or unreadable (it fails its "
+        "content hash: changed or torn since it was written); training it again."
     )
-    with pytest.raises(ValueError, match=re.escape(message)):
-        train_or_load("mlp", "digits", dataset=digits, cache_dir=tmp_path, **KW)
+    with pytest.warns(CacheEntryRebuilt, match=f"^{re.escape(message)}$"):
+        model, info = train_or_load("mlp", "digits", dataset=digits, cache_dir=tmp_path, **KW)
+    _assert_rebuilt(path, model, info, digits)
 
 
 def test_a_nan_written_with_a_matching_hash_is_refused(tmp_path, digits):
@@ -48,11 +49,23 @@ def test_a_nan_written_with_a_matching_hash_is_refused(tmp_path, digits):
     tensors[name][0, 0] = float("nan")
     save_tensors(path, tensors, meta)  # the hash is recomputed: only the NaN check is left
     message = (
-        f"The cached model {path} is corrupt: its tensor {name!r} holds NaN or inf values. "
-        "Delete it to retrain."
+        f"Not trusting the cached model {path}: its tensor {name!r} holds NaN or inf values; "
+        "training it again."
     )
-    with pytest.raises(ValueError, match=re.escape(message)):
-        train_or_load("mlp", "digits", dataset=digits, cache_dir=tmp_path, **KW)
+    with pytest.warns(CacheEntryRebuilt, match=f"^{re.escape(message)}$"):
+        model, info = train_or_load("mlp", "digits", dataset=digits, cache_dir=tmp_path, **KW)
+    _assert_rebuilt(path, model, info, digits)
+
+
+def _assert_rebuilt(path, model, info, digits):
+    """The damaged entry was trained again, replaced on disk, and is trusted next time."""
+    assert info["cached"] is False
+    assert all(bool(p.isfinite().all()) for p in model.parameters())
+    again, info2 = train_or_load("mlp", "digits", dataset=digits, cache_dir=path.parent, **KW)
+    assert info2["cached"] is True
+    assert all(
+        torch.equal(a, b) for a, b in zip(again.parameters(), model.parameters(), strict=True)
+    )
 
 
 def test_an_entry_without_a_hash_is_trained_again_not_trusted(tmp_path, digits):

@@ -11,7 +11,7 @@ from fewops.data import load
 from fewops.models import build
 from fewops.train import cache, distill
 from fewops.train import fit as train
-from fewops.train.cache import train_or_load
+from fewops.train.cache import CacheEntryRebuilt, train_or_load
 from fewops.train.fit import evaluate, fit
 from fewops.train.recipe import Recipe
 
@@ -313,17 +313,18 @@ def test_train_or_load_caches_the_trained_model(tmp_path, monkeypatch, digits):
         train_or_load("mlp", "digits", **{**kwargs, "hidden": (12,)})
 
 
-def test_train_or_load_refuses_a_corrupt_cache_file(tmp_path, digits):
+def test_train_or_load_rebuilds_a_corrupt_cache_file(tmp_path, digits):
     kwargs = dict(epochs=1, seed=0, cache_dir=tmp_path, hidden=(8,), progress=False)
     _, info = train_or_load("mlp", "digits", dataset=digits, **kwargs)
     info["path"].write_bytes(b"broken")
     # The parenthesis holds the safetensors reader's own reason.
     pattern = (
-        f"^The cached model {re.escape(str(info['path']))} is corrupt or unreadable "
-        r"\([^()\n]+\)\. Delete it to start afresh\.$"
+        f"^Not trusting the cached model {re.escape(str(info['path']))}: it is corrupt or "
+        r"unreadable \([^()\n]+\); training it again\.$"
     )
-    with pytest.raises(ValueError, match=pattern):
-        train_or_load("mlp", "digits", dataset=digits, **kwargs)
+    with pytest.warns(CacheEntryRebuilt, match=pattern):
+        _, rebuilt = train_or_load("mlp", "digits", dataset=digits, **kwargs)
+    assert rebuilt["cached"] is False and info["path"].stat().st_size > 1000
 
 
 # ---------------------------------------------------------------- knowledge distillation

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -21,6 +22,41 @@ from fewops.train.distributed import setup_from_env
 from fewops.train.fit import fit
 
 MODEL_CACHE_FORMAT = "fewops-trained-model-1"
+
+
+class CacheEntryRebuilt(UserWarning):
+    """A cached model failed its checks (hash, settings, finite weights) and is trained again."""
+
+
+def _trusted_entry(path: Path, key_json: str) -> tuple[dict | None, dict]:
+    """The cache entry's tensors and metadata, or (None, {}) after a warning saying why the
+    entry is not trusted (it is then trained again and replaced)."""
+    try:
+        tensors, meta = read_tensors(path, expected_format=MODEL_CACHE_FORMAT, what="cached model")
+    except UnhashedFileError:
+        return None, {}  # written before content hashes: trained again, never trusted
+    except ValueError as exc:
+        # read_tensors names the file and tells the user to delete it: here we rebuild instead.
+        reason = (
+            str(exc)
+            .removeprefix(f"The cached model {path} is ")
+            .removesuffix(" Delete it to start afresh.")
+        )
+        reason = "it is " + reason.rstrip(".")
+    else:
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
+        if meta.get("key") != key_json:
+            reason = "it was trained with other settings than its name says"
+        elif bad:
+            reason = f"its tensor {bad[0]!r} holds NaN or inf values"
+        else:
+            return tensors, meta
+    warnings.warn(
+        f"Not trusting the cached model {path}: {reason}; training it again.",
+        CacheEntryRebuilt,
+        stacklevel=3,
+    )
+    return None, {}
 
 
 def train_or_load(
@@ -79,26 +115,8 @@ def train_or_load(
 
     torch.manual_seed(seed)  # same key, same initial weights
     model = build(model_name, data.input_shape, data.num_classes, **options)
-    tensors, meta = None, {}
-    if path.exists():
-        try:
-            tensors, meta = read_tensors(
-                path, expected_format=MODEL_CACHE_FORMAT, what="cached model"
-            )
-        except UnhashedFileError:
-            tensors = None  # written before content hashes: trained again, never trusted
+    tensors, meta = _trusted_entry(path, key_json) if path.exists() else (None, {})
     if tensors is not None:
-        if meta.get("key") != key_json:
-            raise ValueError(
-                f"The cached model {path} was trained with other settings than its name says; "
-                "delete it to retrain."
-            )
-        bad = [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
-        if bad:
-            raise ValueError(
-                f"The cached model {path} is corrupt: its tensor {bad[0]!r} holds NaN or inf "
-                "values. Delete it to retrain."
-            )
         load_module_state(path, model, tensors)
         info = {"history": json.loads(meta.get("history", "{}")), "cached": True}
     else:
