@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from fewops.cli.main import main
 from fewops.codes import csd
@@ -45,6 +46,21 @@ def test_export_matrix_simulate_and_count(tmp_path, capsys):
         "tb_layer.v",
         "tb_layer.vvp",
     ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "always_block"),
+    [([], True), (["--yosys", "proc"], False), (["--style", "assign"], False)],
+)
+def test_simulated_exports_default_to_the_style_iverilog_runs_fastest(
+    tmp_path, extra, always_block
+):
+    w_path = tmp_path / "w.npy"
+    np.save(w_path, np.random.default_rng(0).normal(size=(4, 4)))
+    out = tmp_path / "v"
+    argv = ["export", "--verilog", str(out), "--matrix", str(w_path), "--code", "csd"]
+    assert main([*argv, "--bits", "5", "--testbench", "20", "--simulate", *extra]) == 0
+    assert ("always @*" in (out / "layer.v").read_text()) is always_block
 
 
 def test_export_saved_graph_refuses_a_used_folder(tmp_path, capsys):
