@@ -10,6 +10,8 @@ here (seconds); LUT counts need ``synth_xilinx`` and are left to ``fewops export
 
 from __future__ import annotations
 
+from tqdm import tqdm
+
 from fewops.cost import count_graph
 from fewops.hw.tools import ToolNotFoundError, require_tool
 from fewops.hw.verify import adder_bits, yosys_stats
@@ -59,9 +61,11 @@ def hardware_figures(model, *, input_width: int = INPUT_WIDTH, max_nodes: int = 
     }
 
 
-def add_hardware_figures(entries: list[dict], models: dict, **kwargs) -> None:
-    """Add ``entry["hardware"]`` to every entry whose method has a model in ``models``."""
-    for entry in entries:
-        model = models.get(entry.get("method"))
-        if model is not None:
-            entry["hardware"] = hardware_figures(model, **kwargs)
+def add_hardware_figures(
+    entries: list[dict], models: dict, *, progress: bool = False, **kwargs
+) -> None:
+    """Add ``entry["hardware"]`` to every entry whose method has a model in ``models``
+    (yosys runs per method: a progress bar with ``progress``)."""
+    todo = [e for e in entries if models.get(e.get("method")) is not None]
+    for entry in tqdm(todo, desc="hardware figures (yosys)", unit="method", disable=not progress):
+        entry["hardware"] = hardware_figures(models[entry["method"]], **kwargs)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from fewops.data import load
 from fewops.data.adapt import as_dataset
@@ -27,13 +28,19 @@ DEMO_EPOCHS = 40
 DEMO_RUNTIME = {"lcc": {"workers": 1}}
 
 
-def csd_bits_for_accuracy(model, dataset, tolerance: float = 0.005, max_bits: int = 16) -> int:
+def csd_bits_for_accuracy(
+    model, dataset, tolerance: float = 0.005, max_bits: int = 16, progress: bool = False
+) -> int:
     """Smallest CSD width whose coded model stays within ``tolerance`` of the float accuracy."""
     reference = float_accuracy(model, dataset.x_test, dataset.y_test)
-    for bits in range(2, max_bits + 1):
-        trial = compress_(copy.deepcopy(model), CSDConfig(CSDCode(bits=bits))).model
-        if float_accuracy(trial, dataset.x_test, dataset.y_test) >= reference - tolerance:
-            return bits
+    widths = tqdm(
+        range(2, max_bits + 1), desc="csd: width search", unit="width", disable=not progress
+    )
+    with widths:
+        for bits in widths:
+            trial = compress_(copy.deepcopy(model), CSDConfig(CSDCode(bits=bits))).model
+            if float_accuracy(trial, dataset.x_test, dataset.y_test) >= reference - tolerance:
+                return bits
     return max_bits
 
 
@@ -59,7 +66,7 @@ def baselines(
         simulate=simulate,
         progress=progress,
     )
-    bits = csd_bits_for_accuracy(model, dataset)
+    bits = csd_bits_for_accuracy(model, dataset, progress=progress)
     csd_entry, csd_model = run_method(
         "csd",
         model,
@@ -198,7 +205,7 @@ def run_compress(
                 **runtime,
             )
         entries.append(entry)
-    add_hardware_figures(entries, models)
+    add_hardware_figures(entries, models, progress=progress)
     save_compressed(Path(out_dir) / "model", models[method], method, dataset, act_bits, simulate)
     report = build_report(
         data,
