@@ -90,6 +90,11 @@ def plot_pareto(path: Path, report: dict) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # after choosing the Agg backend (no display)
+    from matplotlib.ticker import (  # with matplotlib, above
+        FuncFormatter,
+        LogLocator,
+        NullFormatter,
+    )
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=120, sharey=True)
     panels = (("luts_est", "estimated LUTs per inference"), ("adds", "adds per inference"))
@@ -102,6 +107,11 @@ def plot_pareto(path: Path, report: dict) -> None:
             ax.scatter([cost], [100 * acc], s=40)
             ax.annotate(m["method"], (cost, 100 * acc), textcoords="offset points", xytext=(4, 4))
         ax.set_xscale("log")
+        # Plain numbers at 1, 2 and 5 times each power of ten: matplotlib's default labels every
+        # minor tick (2x10^4, 3x10^4, ...) on narrow spans, and they run into each other.
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"{label} (log scale)")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("test accuracy (%)")
