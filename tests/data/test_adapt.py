@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from fewops.data import load
 from fewops.data.adapt import ArrayDataset, as_dataset, load_npz
 from fewops.methods.baselines import CSDCode, CSDConfig
-from fewops.methods.lcc import LCCConfig, LCCSearch
+from fewops.methods.lcc import LCCCode, LCCConfig, LCCSearch
 from fewops.methods.sst import SSTCodeSpec, SSTConfig
 from fewops.methods.wacr import PolyConfig
 from fewops.nn.api import compress_
@@ -128,7 +128,9 @@ def test_lcc_takes_a_dataloader():
     (x, y), _ = digits_flat()
     loader = DataLoader(TensorDataset(torch.tensor(x), torch.tensor(y)), batch_size=64)
     model = mlp()
-    config = LCCConfig(search=LCCSearch(search_samples=200, max_rounds=1))
+    config = LCCConfig(
+        code=LCCCode(algorithm="dmp"), search=LCCSearch(search_samples=200, max_rounds=1)
+    )
     result = compress_(model, config, data=loader, workers=1)
     assert result.layers == ["0", "2"] and isinstance(model[0], CodedLinear)
     assert result.report["search_set"] == "200 training samples"

@@ -11,7 +11,7 @@ import numpy as np
 
 from fewops.codes.csd import bits_for_sqnr, encode
 from fewops.codes.lcc import decompose
-from fewops.codes.lcc.algorithms import ALGORITHMS
+from fewops.codes.lcc.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
 from fewops.graph.io import save_graph
 from fewops.io.matrix import load_matrix
 from fewops.parallel import cluster
@@ -26,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("matrix", type=Path, help="the matrix W (out x in) as a .npy file")
     p.add_argument("--target-db", type=float, required=True, help="target SQNR in dB")
-    p.add_argument("--algorithm", choices=sorted(ALGORITHMS), default="best")
+    p.add_argument("--algorithm", choices=sorted(ALGORITHMS), default=DEFAULT_ALGORITHM)
     p.add_argument("-S", "--terms", dest="S", type=int, default=2, help="terms per wiring row")
     p.add_argument("--mem", type=int, default=8, help="beam width of the RS algorithm")
     p.add_argument("--slice-width", type=int, default=None, help="columns per slice")

@@ -219,7 +219,12 @@ def test_a_per_layer_override_of_a_search_setting_is_refused():
 def test_a_per_layer_code_override_changes_only_that_layer():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(12, 20), nn.ReLU(), nn.Linear(20, 4))
-    cfg = _fixed(30.0, share=False, layers=LayerSelection(overrides={"2": {"algorithm": "grow"}}))
+    cfg = _fixed(
+        30.0,
+        code={"algorithm": "dmp"},
+        share=False,
+        layers=LayerSelection(overrides={"2": {"algorithm": "grow"}}),
+    )
     layers = compress_(model, cfg, workers=1).report["lcc"]["layers"]
     assert layers["0"]["algorithm_used"] == "dmp" and layers["2"]["algorithm_used"] == "grow"
     searched = LCCConfig(layers=LayerSelection(overrides={"2": {"target_db": 20.0}}))
@@ -241,7 +246,9 @@ def test_conv_layers_code_through_im2col_with_positions():
     x = torch.rand(3, 2, 7, 7)
     with torch.no_grad():
         ref = model(x)
-    report = compress_(model, _fixed(35.0), input_shape=(2, 7, 7), workers=1).report
+    # dmp, whose thin-matrix fallback to grow this test checks (grow is the default).
+    cfg = _fixed(35.0, code={"algorithm": "dmp"})
+    report = compress_(model, cfg, input_shape=(2, 7, 7), workers=1).report
     assert isinstance(model[0], CodedConv2d) and isinstance(model[2], CodedConv2d)
     layers = report["lcc"]["layers"]
     assert layers["0"]["positions"] == 49 and layers["2"]["positions"] == 9

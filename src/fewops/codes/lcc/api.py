@@ -12,7 +12,7 @@ import numpy as np
 from fewops.codes.base import CodedMatrix
 from fewops.codes.common import check_matrix, sqnr_db
 from fewops.codes.lcc import core
-from fewops.codes.lcc.algorithms import ALGORITHMS, TRY_WORKERS, run_algorithm
+from fewops.codes.lcc.algorithms import ALGORITHMS, DEFAULT_ALGORITHM, TRY_WORKERS, run_algorithm
 from fewops.codes.lcc.core import SliceCode
 from fewops.codes.lcc.lower import to_graph
 from fewops.cost.count import GraphCost, count_graph
@@ -198,7 +198,7 @@ def run_slice(item, w: np.ndarray) -> tuple[SliceCode, float]:
 def decompose(
     W,
     target_sqnr_db: float,
-    algorithm: str = "dmp",
+    algorithm: str = DEFAULT_ALGORITHM,
     S: int = 2,
     mem: int = 8,
     slice_width: int | None = None,
@@ -210,7 +210,9 @@ def decompose(
     """Linear computation coding of W (out x in) to at least ``target_sqnr_db``.
 
     ``algorithm``: "dmp", "rs" (beam of ``mem``), "fs", "mixed", "grow" (ours), "chain" (ours:
-    grow, then beam-searched row chains) or "best" (the fewest adds of several). ``S``: terms per wiring row for dmp/rs. Columns are cut into slices
+    grow, then beam-searched row chains) or "best" (the fewest adds of several, about 100x
+    slower). The default, grow, is the same for every LCC entry point (``DEFAULT_ALGORITHM``).
+    ``S``: terms per wiring row for dmp/rs. Columns are cut into slices
     of ``slice_width`` (default near log2(out)); each slice meets the target on its own, so the
     whole matrix does. Slices run in ``workers`` processes (default: the CPU count; inside
     ``fewops.parallel.cluster(...)`` on that Dask cluster); the result does not depend on

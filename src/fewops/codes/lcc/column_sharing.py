@@ -26,6 +26,7 @@ import numpy as np
 from fewops.codes import csd
 from fewops.codes.base import CodedMatrix
 from fewops.codes.common import check_matrix, sqnr_db
+from fewops.codes.lcc.algorithms import DEFAULT_ALGORITHM
 from fewops.codes.lcc.api import decompose
 from fewops.cost.count import count_graph
 from fewops.graph.builder import GraphBuilder, emit_outputs, sum_terms
@@ -329,7 +330,7 @@ def share_and_decompose(
     target_db: float,
     *,
     share_margin_db: float | None = 6.0,
-    algorithm: str = "dmp",
+    algorithm: str = DEFAULT_ALGORITHM,
     S: int = 2,
     mem: int = 8,
     slice_width: int | None = None,
