@@ -145,9 +145,19 @@ def test_lcc_mlp_digits_default_is_the_measured_recipe():
     assert config.progressive.code_finetune_epochs == 3
 
 
-def test_wacr_without_a_measured_preset_says_so(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(compress, "run_compress", lambda *a, **k: {})
+def test_wacr_without_a_measured_preset_refuses_to_code_blind(monkeypatch, tmp_path, capsys):
+    ran = []
+    monkeypatch.setattr(compress, "run_compress", lambda *a, **k: ran.append(1) or {})
     monkeypatch.setattr(compress, "summary", lambda report: "")
     argv = ["compress", "--method", "wacr", "--model", "lenet5", "--data", "mnist", "--quiet"]
-    assert main([*argv, "--out", str(tmp_path / "o")]) == 0
+    argv += ["--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit):
+        main(argv)
+    err = capsys.readouterr().err
+    assert f"error: {WACR_FALLBACK_NOTE} {compress.BLIND_DEFAULT_HINT}" in err
+    assert ran == [] and not (tmp_path / "o").exists()
+    # Asked for explicitly, or with any method option, it runs (and still says so).
+    assert main([*argv, "--preset", "default"]) == 0
+    assert main([*argv, "--epochs", "3", "--mode", "reparam"]) == 0
     assert f"fewops compress: note: {WACR_FALLBACK_NOTE}" in capsys.readouterr().err
+    assert len(ran) == 2

@@ -174,6 +174,10 @@ def build_parser(method_name: str | None, preset: str = "default") -> argparse.A
     return parser
 
 
+# What the refusal of an unmeasured default adds: how to go ahead on purpose.
+BLIND_DEFAULT_HINT = "To code with the generic default anyway, pass --preset default."
+
+
 def main(argv: list[str]) -> int:
     first = argparse.ArgumentParser(prog="fewops compress", add_help=False, allow_abbrev=False)
     first.add_argument("--method", choices=list(METHODS))
@@ -198,9 +202,13 @@ def main(argv: list[str]) -> int:
     if args.weights is not None and not is_custom_model(args.model):
         parser.error("--weights goes with --model package.module:factory (your own model).")
     entry = method(args.method)
+    base = entry.config(preset)
+    config = config_from_options(base, args)
     if args.preset is None and preset == "default" and entry.fallback_note:
+        if config == base:
+            # Nothing measured and nothing asked for: coding blind would report chance.
+            parser.error(f"{entry.fallback_note} {BLIND_DEFAULT_HINT}")
         print(f"fewops compress: note: {entry.fallback_note}", file=sys.stderr)
-    config = config_from_options(entry.config(preset), args)
     check_overrides(config)  # a bad --layer-overrides key fails now, not after training
     dataset = model = None
     try:
