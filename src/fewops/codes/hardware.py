@@ -23,12 +23,13 @@ from fewops.codes.lcc import decompose
 from fewops.cost.bits import bit_cost
 from fewops.graph.graph import Graph
 from fewops.graph.rounding import apply_drops, choose_drops, predict_noise
+from fewops.graph.widths import check_input_width
 from fewops.sim.evaluate import evaluate, graph_matrix
 
 HW_CODES = ("csd", "dense", "lcc")
 AUTO_CODES = ("csd", "lcc")  # dense: LUT estimate not calibrated for general multipliers
 SPLITS_DB = (0.5, 1.0, 2.0, 3.0)  # how far above the target the weights' approximation goes
-MIN_INPUT_WIDTH = 2
+# Widest input the export contract takes: 64-bit and wider inputs are refused (issue 18).
 MAX_INPUT_WIDTH = 63
 MAX_RETRIES = 10
 MARGIN_DB = 0.1  # aim this far above the target on the selection sample (sampling spread)
@@ -79,17 +80,6 @@ def check_target(target_db) -> float:
     if not math.isfinite(target_db) or not 0 < target_db <= 150:
         raise ValueError(f"The target SQNR must be between 0 and 150 dB; got {target_db}.")
     return float(target_db)
-
-
-def check_width(input_width) -> int:
-    if isinstance(input_width, bool) or not isinstance(input_width, int | np.integer):
-        raise TypeError(f"Input width must be an integer number of bits; got {input_width!r}.")
-    if not MIN_INPUT_WIDTH <= int(input_width) <= MAX_INPUT_WIDTH:
-        raise ValueError(
-            f"Input width must be between {MIN_INPUT_WIDTH} and {MAX_INPUT_WIDTH} bits; "
-            f"got {int(input_width)}."
-        )
-    return int(input_width)
 
 
 def exact_code(w: np.ndarray, code: str, weight_db: float) -> tuple[Graph, int]:
@@ -166,7 +156,7 @@ def code_for_hardware(
     whose output SQNR, measured on fresh uniform inputs, is at least ``target_db``."""
     w = check_matrix(w)
     target_db = check_target(target_db)
-    input_width = check_width(input_width)
+    input_width = check_input_width(input_width, MAX_INPUT_WIDTH)
     if code == "auto":
         found = [code_for_hardware(w, c, target_db, input_width, seed) for c in AUTO_CODES]
         return min(found, key=lambda h: h.luts_est)

@@ -24,10 +24,14 @@ import numpy as np
 
 from fewops.graph.graph import Graph
 from fewops.graph.ops import Op
-from fewops.graph.widths import infer_ranges, modular_widths, operand_shifts, signed_width
+from fewops.graph.widths import (
+    check_input_width,
+    infer_ranges,
+    modular_widths,
+    operand_shifts,
+    signed_width,
+)
 
-MIN_INPUT_WIDTH = 2
-MAX_INPUT_WIDTH = 64
 SUPPORTED_OPS = (Op.INPUT, Op.CONST, Op.SHIFT, Op.ADD, Op.SUB, Op.NEG, Op.MUL, Op.OUTPUT, Op.TRUNC)
 STYLES = ("assign", "always")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -79,18 +83,6 @@ def check_name(name: str) -> str:
             "underscores, starting with a letter or underscore, and no reserved word."
         )
     return name
-
-
-def check_input_width(input_width) -> int:
-    """``input_width`` as an int in 2..64, else a TypeError/ValueError naming the value."""
-    if isinstance(input_width, bool) or not isinstance(input_width, int | np.integer):
-        raise TypeError(f"Input width must be an integer number of bits; got {input_width!r}.")
-    if not MIN_INPUT_WIDTH <= int(input_width) <= MAX_INPUT_WIDTH:
-        raise ValueError(
-            f"Input width must be between {MIN_INPUT_WIDTH} and {MAX_INPUT_WIDTH} bits; "
-            f"got {int(input_width)}."
-        )
-    return int(input_width)
 
 
 def check_pipeline_every(pipeline_every) -> int | None:
