@@ -19,7 +19,7 @@ import numpy as np
 from fewops.graph.graph import Graph
 from fewops.graph.ops import Op
 from fewops.graph.rounding import Exponents, exponents
-from fewops.graph.widths import infer_ranges, modular_widths, signed_width
+from fewops.graph.widths import check_input_width, infer_ranges, modular_widths, signed_width
 
 # LUTs per full-adder bit of each class, fitted by benchmarks/calibrate_luts.py against yosys
 # synth_xilinx (xc7 LUT6 + CARRY4); benchmarks/results/hardware_calibration.md has the data, the
@@ -35,12 +35,11 @@ LUT_TERMS = tuple(LUT_PER_BIT)
 
 def node_widths(graph: Graph, input_width: int) -> np.ndarray:
     """Width of every node for signed inputs of ``input_width`` bits, as the emitter builds it."""
-    if not 1 <= int(input_width) <= 64:
-        raise ValueError(f"Input width must be between 1 and 64 bits; got {input_width}.")
-    top = 1 << (int(input_width) - 1)
+    input_width = check_input_width(input_width, max_bits=64, min_bits=1)
+    top = 1 << (input_width - 1)
     lo, hi = infer_ranges(graph, -top, top - 1)
     widths = np.asarray(signed_width(lo, hi), dtype=np.int64)
-    widths[graph.input_nodes] = int(input_width)
+    widths[graph.input_nodes] = input_width
     return modular_widths(graph, widths)
 
 

@@ -22,15 +22,16 @@ MIN_INPUT_WIDTH = 2
 MAX_INPUT_WIDTH = 64
 
 
-def check_input_width(input_width: object, max_bits: int = MAX_INPUT_WIDTH) -> int:
-    """``input_width`` as an int in MIN_INPUT_WIDTH..``max_bits``, else a TypeError/ValueError
+def check_input_width(
+    input_width: object, max_bits: int = MAX_INPUT_WIDTH, min_bits: int = MIN_INPUT_WIDTH
+) -> int:
+    """``input_width`` as an int in ``min_bits``..``max_bits``, else a TypeError/ValueError
     naming the value."""
     if isinstance(input_width, bool) or not isinstance(input_width, int | np.integer):
         raise TypeError(f"Input width must be an integer number of bits; got {input_width!r}.")
-    if not MIN_INPUT_WIDTH <= int(input_width) <= max_bits:
+    if not min_bits <= int(input_width) <= max_bits:
         raise ValueError(
-            f"Input width must be between {MIN_INPUT_WIDTH} and {max_bits} bits; "
-            f"got {int(input_width)}."
+            f"Input width must be between {min_bits} and {max_bits} bits; got {int(input_width)}."
         )
     return int(input_width)
 
