@@ -13,6 +13,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -128,6 +129,17 @@ def check_graph_width(graph: Graph, source: str, limits: GraphLimits) -> None:
         )
 
 
+def read_npy_header(handle: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, Fortran order, dtype) from the start of a ``.npy`` stream, read before any data
+    so that declared sizes can be checked first (a ValueError for an unknown format version)."""
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(handle)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(handle)
+    raise ValueError(f"unsupported .npy format version {version}")
+
+
 def _read_member(
     archive: zipfile.ZipFile, key: str, source: str, limits: GraphLimits
 ) -> np.ndarray | None:
@@ -143,13 +155,7 @@ def _read_member(
             f"{most} bytes max_nodes={limits.max_nodes} allows; raise the limit to read it."
         )
     with archive.open(info) as member:
-        version = np.lib.format.read_magic(member)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-        else:
-            raise ValueError(f"unsupported .npy format version {version}")
+        shape, _, dtype = read_npy_header(member)
     if dtype.hasobject or dtype.kind not in "iu":
         raise _Refused(
             f"The graph array {key!r} in {source} has dtype {dtype}; graph arrays hold integers."

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fewops.graph.io import read_npy_header
+
 # Largest matrix read by default: 2^26 entries (512 MiB as float64). Raise it with
 # ``load_matrix(path, max_entries=...)``.
 MAX_MATRIX_ENTRIES = 1 << 26
@@ -23,13 +25,7 @@ def load_matrix(path, *, max_entries: int = MAX_MATRIX_ENTRIES) -> np.ndarray:
         raise FileNotFoundError(f"No matrix file at {path}.")
     with open(path, "rb") as handle:
         try:
-            version = np.lib.format.read_magic(handle)
-            read_header = (
-                np.lib.format.read_array_header_1_0
-                if version == (1, 0)
-                else np.lib.format.read_array_header_2_0
-            )
-            shape, fortran, dtype = read_header(handle)
+            shape, fortran, dtype = read_npy_header(handle)
         except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
             raise ValueError(f"Matrix file {path} is not a .npy array file ({exc}).") from exc
         if dtype.hasobject:

@@ -29,7 +29,7 @@ import numpy as np
 
 from fewops.codes.base import CodedMatrix
 from fewops.graph.graph import Graph
-from fewops.graph.io import load_graph
+from fewops.graph.io import load_graph, read_npy_header
 from fewops.io.tensors import atomic_write
 
 RECORD_FORMAT = "fewops-run-record-1"
@@ -172,13 +172,7 @@ def read_layer_info(path: Path) -> dict:
         if member.file_size > MAX_INFO_BYTES:
             raise ValueError(f"The layer record {path} has an info member of {member.file_size} B.")
         with archive.open(member) as handle:
-            version = np.lib.format.read_magic(handle)
-            read_header = (
-                np.lib.format.read_array_header_1_0
-                if version == (1, 0)
-                else np.lib.format.read_array_header_2_0
-            )
-            shape, _, dtype = read_header(handle)
+            shape, _, dtype = read_npy_header(handle)
             if dtype != np.uint8 or len(shape) != 1 or shape[0] > member.file_size:
                 raise ValueError(f"The layer record {path} has a malformed info member.")
             blob = np.frombuffer(handle.read(int(shape[0])), dtype=np.uint8)
