@@ -32,6 +32,7 @@ ALL = frozenset(
         "models",
         "io",
         "nn",
+        "network",
         "train",
         "methods",
         "report",
@@ -55,21 +56,24 @@ ALLOWED: dict[str, frozenset[str]] = {
     "codes": frozenset({"graph", "cost", "sim", "parallel"}),
     # Verilog emission and verification: graphs, their simulation (for test
     # vectors) and their cost (for reports); never models, data or nn.
-    "hw": frozenset({"graph", "sim", "cost"}),
+    "hw": frozenset({"graph", "sim", "cost", "network"}),
     "data": frozenset(),
     "models": frozenset(),
+    # The torch-free integer network (typed steps, simulator, calibration, saving): reads coded
+    # layers' graphs and evaluates them; never torch, nn or files of other packages.
+    "network": frozenset({"graph", "sim"}),
     # The one parallel map (joblib/loky locally, Dask on a cluster): a leaf that imports no
     # fewops package, so codes, sim, methods, report and cli can all run their tasks through it.
     "parallel": frozenset(),
     # Coded modules, folding and tracing into graphs, and the network simulators. nn never
     # touches files: saving and loading go through io (below), which imports nn, not back.
-    "nn": frozenset({"graph", "codes", "cost", "sim"}),
+    "nn": frozenset({"graph", "codes", "cost", "sim", "network"}),
     # File formats. io/tensors.py is a plain tensor container (safetensors + atomic writes).
     # io/coded_model.py is the on-disk form of a coded torch model: it saves CodedLinear and
     # CodedConv2d modules (nn) with their codes (CodedMatrix) and graphs, rebuilds them, and
     # rebuilds the calibrated IntegerNetwork (nn.integer_network). So io -> {graph, codes, nn}
     # and nn must not import io (that would be a cycle); train and the CLI save through io.
-    "io": frozenset({"graph", "codes", "nn"}),
+    "io": frozenset({"graph", "codes", "nn", "network"}),
     "train": frozenset({"nn", "io", "data", "models"}),
     "methods": frozenset(
         {"nn", "codes", "graph", "cost", "sim", "train", "data", "io", "models", "parallel"}
