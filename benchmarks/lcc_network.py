@@ -44,7 +44,7 @@ from fewops.nn.api import compress_
 from fewops.nn.coded import layer_matrix
 from fewops.nn.fold import fold_batchnorm_
 from fewops.nn.geometry import output_positions
-from fewops.nn.integer_network import compile_network
+from fewops.nn.to_network import compile_network
 from fewops.train.fit import evaluate, fit
 
 

@@ -71,7 +71,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     # File formats. io/tensors.py is a plain tensor container (safetensors + atomic writes).
     # io/coded_model.py is the on-disk form of a coded torch model: it saves CodedLinear and
     # CodedConv2d modules (nn) with their codes (CodedMatrix) and graphs, rebuilds them, and
-    # rebuilds the calibrated IntegerNetwork (nn.integer_network). So io -> {graph, codes, nn}
+    # saves the calibrated network.Network beside them. So io -> {graph, codes, nn, network}
     # and nn must not import io (that would be a cycle); train and the CLI save through io.
     "io": frozenset({"graph", "codes", "nn", "network"}),
     "train": frozenset({"nn", "io", "data", "models"}),

@@ -36,8 +36,9 @@ from fewops.io.records import LayerStore, read_json_record, write_json_record
 from fewops.io.tensors import save_tensors
 from fewops.methods.baselines import CSDCode, CSDConfig, DenseCode, DenseConfig
 from fewops.methods.lcc import LCCConfig, PruneSettings, stages
+from fewops.network import store as network_store
 from fewops.nn.api import compress_
-from fewops.nn.integer_network import compile_network
+from fewops.nn.to_network import compile_network
 from fewops.train.checkpoint import load_checkpoint, save_checkpoint
 from fewops.train.recipe import Recipe
 
@@ -72,7 +73,29 @@ def coded_model_folder(folder: Path, code: str = "csd", seed: int = 0) -> Path:
 def load_model(folder: Path):
     saved = load_coded_model(folder)
     net = saved.integer_network()
-    return net.run(np.zeros((1, *saved.input_shape)))
+    return net.run(np.zeros((1, *net.input.shape)))
+
+
+def load_saved_network(folder: Path):
+    """Read a saved integer network without the coded model around it, and run it once."""
+    net = network_store.load_network(folder)
+    return net.run(np.zeros((1, *net.input.shape)))
+
+
+def _resign_network(path: Path) -> None:
+    """Recompute the content hashes of network.json + network.safetensors (as a tamperer could)."""
+    folder = path.parent
+    try:
+        body = json.loads((folder / network_store.JSON_FILE).read_text())
+        arrays, meta = _read_arrays(folder / network_store.TENSOR_FILE)
+    except Exception:  # noqa: BLE001 - nothing parseable to re-sign: the raw mutation stands
+        return
+    if not isinstance(body, dict):
+        return
+    body["tensors_sha256"] = network_store.tensors_hash(arrays)
+    meta["json_sha256"] = network_store.json_hash(body)
+    save_file(arrays, str(folder / network_store.TENSOR_FILE), metadata=meta)
+    (folder / network_store.JSON_FILE).write_text(json.dumps(body))
 
 
 def _graph(folder: Path) -> Path:
@@ -301,6 +324,17 @@ FORMATS = {
             lambda d: coded_model_folder(d) / "tensors.safetensors",
             lambda p: load_model(p.parent),
         ),
+        Format(
+            "network.json",
+            lambda d: coded_model_folder(d) / network_store.JSON_FILE,
+            lambda p: load_saved_network(p.parent),
+            "json",
+        ),
+        Format(
+            "network.safetensors",
+            lambda d: coded_model_folder(d) / network_store.TENSOR_FILE,
+            lambda p: load_saved_network(p.parent),
+        ),
         Format("graph .npz", _graph, load_graph),
         Format("IDX", lambda d: _idx_images(d, False), _load_idx),
         Format("IDX .gz", lambda d: _idx_images(d, True), _load_idx),
@@ -325,6 +359,20 @@ FORMATS = {
             lambda p: load_model(p.parent),
             custom=_mutate_arrays,
             resign=lambda p: _resign_model(p.parent / "model.json"),
+        ),
+        Format(
+            "network.json, re-hashed",
+            lambda d: coded_model_folder(d) / network_store.JSON_FILE,
+            lambda p: load_saved_network(p.parent),
+            custom=_mutate_model_json,
+            resign=_resign_network,
+        ),
+        Format(
+            "network tensors, re-hashed",
+            lambda d: coded_model_folder(d) / network_store.TENSOR_FILE,
+            lambda p: load_saved_network(p.parent),
+            custom=_mutate_arrays,
+            resign=_resign_network,
         ),
         Format(
             "checkpoint, re-hashed",

@@ -13,14 +13,14 @@ from fewops.data import load
 from fewops.hw.network import (
     HwLayer,
     HwNetwork,
-    from_integer_network,
+    from_network,
     simulate_network,
     simulate_network_verilog,
     write_network_verilog,
 )
 from fewops.methods.baselines import CSDCode, CSDConfig
 from fewops.nn.api import compress_
-from fewops.nn.integer_network import compile_network
+from fewops.nn.to_network import compile_network
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +38,14 @@ def digits_mlp():
 
 def test_network_rule_matches_the_integer_simulator(digits_mlp):
     data, net = digits_mlp
-    hw = from_integer_network(net)
+    hw = from_network(net)
     x_int = net.quantize_input(data.x_test).reshape(len(data.x_test), -1).astype(np.int64)
     assert np.array_equal(simulate_network(hw, x_int), net.run(data.x_test))
 
 
 def test_mlp_on_real_test_images_gives_the_integer_simulators_outputs(digits_mlp):
     data, net = digits_mlp
-    hw = from_integer_network(net)
+    hw = from_network(net)
     x_int = net.quantize_input(data.x_test).reshape(len(data.x_test), -1).astype(np.int64)
     logits = net.run(data.x_test)
     assert (logits.argmax(1) == data.y_test).mean() > 0.8
@@ -55,7 +55,7 @@ def test_mlp_on_real_test_images_gives_the_integer_simulators_outputs(digits_mlp
 
 def test_pipelined_mlp_matches(digits_mlp):
     data, net = digits_mlp
-    hw = from_integer_network(net)
+    hw = from_network(net)
     x_int = net.quantize_input(data.x_test[:200]).reshape(200, -1).astype(np.int64)
     result = simulate_network_verilog(
         hw, x_int, expected=net.run(data.x_test[:200]), pipeline_every=2
@@ -115,6 +115,9 @@ def test_convolutions_are_refused():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 10))
     compress_(model, CSDConfig(CSDCode(bits=5)))
     net = compile_network(model, data.x_train[:50])
-    msg = "Layer '0' is a convolution: Verilog export covers MLPs (fully connected layers, ReLU, Flatten)."
+    msg = (
+        "Step '0' (convolution) is not supported by the MLP top: it covers fully connected coded "
+        "layers, their requantization (ReLU or not) and Flatten (export a CNN with --stream)."
+    )
     with pytest.raises(ValueError, match=re.escape(msg)):
-        from_integer_network(net)
+        from_network(net)

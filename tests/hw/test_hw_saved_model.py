@@ -15,7 +15,7 @@ from fewops.hw.testbench import pack_hex
 from fewops.io.coded_model import load_coded_model, save_coded_model
 from fewops.methods.baselines import CSDCode, CSDConfig
 from fewops.nn.api import compress_
-from fewops.nn.integer_network import compile_network
+from fewops.nn.to_network import compile_network
 from fewops.report.hardware import hardware_figures
 
 
@@ -78,12 +78,12 @@ def test_exported_mlp_simulates_to_the_integer_simulators_logits(saved, tmp_path
     assert manifest["network"]["passed"] is True
 
 
-def test_model_without_calibration_exports_layers_only(saved, tmp_path, capsys):
+def test_model_without_its_network_exports_layers_only(saved, tmp_path, capsys):
     _, model, _, _ = saved
     folder = save_coded_model(model, tmp_path / "m", method="csd", input_shape=(1, 8, 8))
     out = tmp_path / "v"
     assert main(["export", "--verilog", str(out), "--model", str(folder)]) == 0
-    assert "saved without integer calibration" in capsys.readouterr().out
+    assert "saved without its integer network" in capsys.readouterr().out
     assert sorted(p.name for p in out.glob("*.v")) == ["layer_1.v", "layer_3.v"]
     assert "skipped" in json.loads((out / "export.json").read_text())["network"]
 
@@ -174,6 +174,8 @@ def test_compress_saves_the_model_and_export_reads_it(tmp_path, capsys):
     assert main([*argv, "--hidden", "16", "--float-epochs", "3", "--out", str(run), "--quiet"]) == 0
     assert sorted(p.name for p in (run / "model").iterdir()) == [
         "model.json",
+        "network.json",
+        "network.safetensors",
         "tensors.safetensors",
     ]
     report = json.loads((run / "report.json").read_text())
@@ -216,4 +218,4 @@ def test_convolutional_model_exports_its_layers_and_says_why_no_top(tmp_path, ca
     assert main([*argv, "--simulate", "--style", "always"]) == 0
     text = capsys.readouterr().out
     assert "iverilog layer_0: 50 passed, 0 failed" in text
-    assert "no network top module: Layer '0' is a convolution" in text
+    assert "no network top module: Step '0' (convolution) is not supported by the MLP top" in text

@@ -12,8 +12,8 @@ from torch import nn
 from fewops.io.coded_model import load_coded_model, save_coded_model
 from fewops.methods.baselines import CSDCode, CSDConfig
 from fewops.nn.api import compress_
-from fewops.nn.integer_network import compile_network
-from fewops.nn.traced_network import TracedNetwork
+from fewops.nn.to_network import compile_network
+from fewops.network import Network
 
 
 class Functional(nn.Module):
@@ -49,7 +49,7 @@ def coded_functional():
 def test_functional_ops_simulate_bit_exactly_and_match_torch():
     model = coded_functional()
     net = compile_network(model, images(32, seed=1))
-    assert isinstance(net, TracedNetwork)
+    assert isinstance(net, Network)
     x = images(64)
     t = net.run(x)
     assert np.array_equal(np.ldexp(t.astype(np.float64), net.exponent), net.reference(x))
@@ -136,12 +136,14 @@ def test_a_clamp_that_is_not_relu_like_is_named():
         compile_network(model, images(4))
 
 
-def test_a_non_sequential_model_saves_with_its_traced_network(tmp_path):
+def test_a_non_sequential_model_saves_with_its_network(tmp_path):
     model = coded_functional()
     net = compile_network(model, images(16))
     out = save_coded_model(model, tmp_path / "m", method="csd", input_shape=(1, 8, 8), network=net)
     saved = load_coded_model(out)
     assert [name for name, _ in saved.layers] == ["conv", "fc", "out"]
-    assert saved.model is None and saved.calibration is None  # layers only: no whole-network top
+    assert saved.model is None  # no torch module tree, but the integer network as simulated
+    x = images(8, seed=3)
+    assert np.array_equal(saved.integer_network().run(x), net.run(x))
     for (_, layer), original in zip(saved.layers, (model.conv, model.fc, model.out), strict=True):
         np.testing.assert_array_equal(layer.coded.matrix, original.coded.matrix)

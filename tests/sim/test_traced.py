@@ -13,8 +13,9 @@ from fewops.methods.lcc import LCCCode, LCCConfig
 from fewops.models import build
 from fewops.nn.api import compress_
 from fewops.nn.fold import fold_batchnorm_
-from fewops.nn.integer_network import compile_network
-from fewops.nn.traced_network import SUPPORTED_TEXT, compile_traced
+from fewops.nn.to_network import compile_network
+from fewops.nn.to_network import SUPPORTED_TEXT
+from fewops.nn.to_network import compile_network as compile_traced
 
 
 def _images(n, size=12, seed=0):

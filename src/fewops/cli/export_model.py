@@ -9,7 +9,7 @@ default ``mlp``): the integer simulator's arithmetic, bit for bit (:mod:`fewops.
 Benches: per layer, vectors over the full input range with expected outputs from
 :func:`fewops.sim.evaluate`; for the network, the first N test images of ``--data`` (or extreme
 and random activations without it) with expected logits from the integer network simulator
-itself (``IntegerNetwork.run``).
+itself (``Network.run``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from fewops.hw.emit import (
     prepare_dir,
     write_module,
 )
-from fewops.hw.network import from_integer_network, write_network_verilog
+from fewops.hw.network import from_network, write_network_verilog
 from fewops.hw.testbench import make_vectors, write_testbench
 from fewops.hw.tools import SimResult, run_iverilog, run_yosys
 from fewops.io.limits import limits_from
@@ -90,7 +90,7 @@ def _export_network(saved, out: Path, args) -> dict:
     name = args.name or "mlp"
     try:
         net = saved.integer_network()
-        hw = from_integer_network(net)
+        hw = from_network(net)
     except ValueError as exc:
         print(f"no network top module: {exc}")
         return {"skipped": str(exc)}
@@ -106,8 +106,8 @@ def _export_network(saved, out: Path, args) -> dict:
     if args.testbench:
         x_int = _network_vectors(hw, net, saved, args)
         # The reference is the integer network simulator itself: x_int / 2**input_frac quantizes
-        # back to exactly x_int in IntegerNetwork.quantize_input.
-        images = np.ldexp(x_int.astype(np.float64), -net.input_frac)
+        # back to exactly x_int in Network.quantize_input.
+        images = np.ldexp(x_int.astype(np.float64), -net.input.frac)
         expected = net.run(images.reshape(len(x_int), *saved.input_shape))
         tb = write_testbench(info, x_int, expected, out)
         record["testbench"] = tb.name

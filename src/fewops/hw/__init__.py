@@ -4,7 +4,7 @@ from fewops.hw.emit import ModuleInfo, emit_module, write_verilog
 from fewops.hw.network import (
     HwLayer,
     HwNetwork,
-    from_integer_network,
+    from_network,
     simulate_network,
     simulate_network_verilog,
     write_network_verilog,
@@ -35,7 +35,7 @@ __all__ = [
     "YosysStats",
     "adder_bits",
     "emit_module",
-    "from_integer_network",
+    "from_network",
     "hardware_summary",
     "make_vectors",
     "run_iverilog",

@@ -1,12 +1,14 @@
 """A whole multilayer perceptron as one Verilog top module.
 
 Each layer's shift-add graph becomes its own module (see :mod:`fewops.hw.emit`); the top module
-wires them together with the bias add, ReLU and requantization of the integer network simulator
-(:mod:`fewops.nn.integer_network`), bit for bit. For a layer with graph output ``acc``:
+wires them together with the bias add, ReLU and requantization of the integer network
+(:class:`fewops.network.Network`, whose :func:`fewops.network.requantize` is the one rule), bit
+for bit. For a layer with graph output ``acc``:
 
     t = acc * scale_m + bias_int
     hidden layer:  next = clip((t + 2**(r-1)) >> r, lo, hi)   (r > 0; t << -r when r <= 0)
                    lo, hi = 0, 2**act_bits - 1 after a ReLU, else the signed act_bits range
+                   (or the calibrated clip range of the Requantize step, e.g. a ReLU6 cap)
     last layer:    t itself (the logits)
 
 ``>>`` is an arithmetic shift (floor), as in numpy. The network's inputs are the first layer's
@@ -37,6 +39,8 @@ from fewops.hw.emit import (
 )
 from fewops.hw.testbench import make_vectors, write_testbench
 from fewops.hw.tools import SimResult, run_iverilog, run_verilator
+from fewops.network.network import Network
+from fewops.network.steps import Coded, Flatten, Requantize, act_range, requantize
 from fewops.sim.evaluate import evaluate
 
 MAX_ACT_BITS = 32
@@ -57,6 +61,10 @@ class HwLayer:
     requant_shift: int = 0
     relu: bool = True
     name: str = ""
+    clip: tuple[int, int] | None = None  # the requantized range; None: the act_bits range
+
+    def clip_range(self, bits: int) -> tuple[int, int]:
+        return self.clip if self.clip is not None else act_range(bits, signed=not self.relu)
 
     def bias(self) -> list[int]:
         b = np.asarray(self.bias_int)
@@ -112,44 +120,56 @@ class HwNetwork:
 
 
 def _act_range(bits: int, signed: bool) -> tuple[int, int]:
-    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    return act_range(bits, signed)
 
 
-def from_integer_network(net) -> HwNetwork:
-    """An :class:`HwNetwork` from a compiled :class:`fewops.nn.integer_network.IntegerNetwork` (MLP).
+MLP_STEPS = "fully connected coded layers, their requantization (ReLU or not) and Flatten"
 
-    Only fully connected layers (with ReLU or not) and Flatten are supported; a convolution or
-    pooling step is refused with its name.
-    """
-    layers = []
-    for step in net.steps:
-        if step == "flatten":
+
+def from_network(net: Network) -> HwNetwork:
+    """An :class:`HwNetwork` from a calibrated :class:`fewops.network.Network` that is an MLP:
+    Input, Flatten, then coded Linear layers each followed by a Requantize, the last one not.
+    Any other step (a convolution, pooling, a residual sum) is refused with its name."""
+    values = net.values()
+    layers: list[HwLayer] = []
+    pending: Coded | None = None
+    for step in net.steps[1:]:
+        if isinstance(step, Flatten) and pending is None:
             continue
-        if isinstance(step, tuple):
-            raise ValueError(
-                f"Step {step!r} is not supported: Verilog export covers MLPs (fully connected "
-                "layers, ReLU, Flatten)."
-            )
-        if step.conv is not None:
-            raise ValueError(
-                f"Layer {step.name!r} is a convolution: Verilog export covers MLPs (fully "
-                "connected layers, ReLU, Flatten)."
-            )
-        layers.append(
-            HwLayer(
-                graph=step.coded.graph,
-                scale_m=int(step.coded.scale_m),
-                bias_int=step.bias_int,
-                requant_shift=int(step.requant_shift),
-                relu=bool(step.relu),
-                name=step.name,
-            )
+        if isinstance(step, Coded) and step.conv is None and pending is None:
+            pending = step
+            continue
+        if isinstance(step, Requantize) and pending is not None and step.src == pending.name:
+            shift = -values[pending.name].e - int(step.frac)  # type: ignore[arg-type]
+            layers.append(_hw_layer(pending, shift, step))
+            pending = None
+            continue
+        kind = "convolution" if isinstance(step, Coded) else type(step).__name__
+        raise ValueError(
+            f"Step {step.name!r} ({kind}) is not supported by the MLP top: it covers {MLP_STEPS} "
+            "(export a CNN with --stream)."
         )
+    if pending is None or pending.name != net.output:
+        raise ValueError(f"The MLP top needs a coded layer as the output; got {net.output!r}.")
+    layers.append(_hw_layer(pending, 0, None))
     return HwNetwork(
         layers=tuple(layers),
         act_bits=int(net.act_bits),
         input_signed=False,
-        output_scale=-int(net.layers[-1].exponent),
+        output_scale=-int(values[net.output].e),
+    )
+
+
+def _hw_layer(step: Coded, shift: int, rounding: Requantize | None) -> HwLayer:
+    clip = None if rounding is None else (int(rounding.lo), int(rounding.hi))  # type: ignore[arg-type]
+    return HwLayer(
+        graph=step.graph,
+        scale_m=int(step.scale_m),
+        bias_int=step.bias_array(),
+        requant_shift=int(shift),
+        relu=bool(rounding is not None and rounding.lo is not None and rounding.lo >= 0),
+        name=step.name,
+        clip=clip,
     )
 
 
@@ -169,10 +189,8 @@ def simulate_network(net: HwNetwork, x) -> np.ndarray:
         t = acc * int(layer.scale_m) + np.asarray(layer.bias(), dtype=object)[None, :]
         if i == len(net.layers) - 1:
             return _narrow(t)
-        r = int(layer.requant_shift)
-        q = (t + (1 << (r - 1))) >> r if r > 0 else t * (1 << -r)
-        lo, hi = _act_range(net.act_bits, signed=not layer.relu)
-        h = np.clip(q, lo, hi).astype(np.int64)
+        lo, hi = layer.clip_range(net.act_bits)
+        h = requantize(t, int(layer.requant_shift), lo, hi).astype(np.int64)
     raise AssertionError("unreachable")
 
 
@@ -249,8 +267,8 @@ def emit_network(
             break
         # Requantization: round, shift, clip to the next activation range.
         r = int(layer.requant_shift)
-        nlo, nhi = _act_range(bits, signed=not layer.relu)
-        npw = _port(bits, signed=not layer.relu)
+        nlo, nhi = layer.clip_range(bits)
+        npw = _port(bits, signed=nlo < 0)
         t_min, t_max = min(t_lo), max(t_hi)
         if r > 0:
             half = 1 << (r - 1)
@@ -276,7 +294,7 @@ def emit_network(
             )
             decl.append(f"  wire signed [{npw - 1}:0] h{li}_{j} = {clip};")
             body.append(f"  assign a{li + 1}[{j * npw} +: {npw}] = h{li}_{j};")
-        signed = not layer.relu
+        signed = nlo < 0
         pw = npw
         lo, hi = nlo, nhi
     n_out = net.num_outputs
@@ -356,7 +374,7 @@ def simulate_network_verilog(
     """Simulate the exported network on ``vectors`` against ``expected`` outputs.
 
     ``expected`` defaults to :func:`simulate_network`; pass the integer simulator's own outputs
-    (``IntegerNetwork.run``) to check against it directly.
+    (``Network.run``) to check against it directly.
     """
     if vectors is None:
         lo, hi = net.input_range()

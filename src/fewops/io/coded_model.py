@@ -6,9 +6,12 @@
   (``sequence``; ``null`` when the model is not a plain ``nn.Sequential`` of supported modules, with
   ``sequence_note`` saying why), one record per coded layer (scale, bit and parameter counts,
   geometry of convolutions, JSON-able parts of its config) and, when the model was simulated, the
-  integer network's calibration (``act_bits`` and each layer's fraction bits).
+  sha256 of ``network.json`` (below).
 - ``tensors.safetensors``: per coded layer ``NAME/op``, ``NAME/a``, ``NAME/b``, ``NAME/sa``,
   ``NAME/sb``, ``NAME/const`` (the shift-add graph) and ``NAME/bias`` (float32, as trained).
+- ``network.json`` + ``network.safetensors`` (when simulated): the calibrated integer network
+  exactly as simulated (:mod:`fewops.network.store`), readable without torch; the simulator and
+  the Verilog generators read it as is.
 
 Loading reads JSON and raw tensors only (``safe_open``, numpy), validates every graph like a new
 one and names the file in every error. Constants beyond 64 bits (rare) go into the JSON as decimal
@@ -41,12 +44,15 @@ from fewops.graph.io import check_graph_arrays, check_graph_width
 from fewops.io.json_values import json_safe_dict
 from fewops.io.limits import ModelLimits, check_structure, file_size_ok
 from fewops.io.tensors import atomic_write
+from fewops.network.network import Network
+from fewops.network.store import JSON_FILE as NETWORK_FILE
+from fewops.network.store import NetworkLimits, load_network, save_network
 from fewops.nn.coded import CodedConv2d, CodedLinear
-from fewops.nn.integer_network import IntegerNetwork, compile_network
+from fewops.nn.to_network import compile_network
 
 FORMAT = "fewops-coded-model"
 TENSOR_FORMAT = "fewops-coded-model-tensors"
-VERSION = 2  # 2: content hashes of both files
+VERSION = 3  # 2: content hashes of both files; 3: the integer network saved as is
 STRUCTURE_FILE = "model.json"
 TENSOR_FILE = "tensors.safetensors"
 GRAPH_KEYS = ("op", "a", "b", "sa", "sb", "const")
@@ -58,8 +64,8 @@ class SavedModel:
     """What :func:`load_coded_model` returns.
 
     ``layers``: (name, CodedLinear or CodedConv2d) in model order, always present. ``model``: the
-    rebuilt ``nn.Sequential`` (None when the saved model was not one). ``calibration``: the integer
-    network's ``act_bits`` and per-layer fraction bits, or None when it was not simulated.
+    rebuilt ``nn.Sequential`` (None when the saved model was not one). ``has_network``: whether
+    the calibrated integer network was saved (the model was simulated).
     """
 
     path: Path
@@ -67,50 +73,31 @@ class SavedModel:
     input_shape: tuple[int, ...] | None
     layers: list[tuple[str, nn.Module]]
     model: nn.Sequential | None
-    calibration: dict | None
+    has_network: bool
     meta: dict = field(default_factory=dict)
+    limits: ModelLimits = field(default_factory=ModelLimits)
 
-    def integer_network(self):
-        """The calibrated :class:`fewops.nn.integer_network.IntegerNetwork`, bit for bit as simulated.
-
-        Needs the Sequential model and the saved calibration; otherwise a ValueError says which
-        is missing.
-        """
-        if self.model is None:
+    def integer_network(self) -> Network:
+        """The calibrated :class:`fewops.network.Network`, exactly as it was simulated."""
+        if not self.has_network:
             raise ValueError(
-                f"The model in {self.path} is not a plain nn.Sequential "
-                f"({self.meta.get('sequence_note', 'no module tree saved')}); only its layers can "
-                "be exported."
-            )
-        if self.calibration is None or self.input_shape is None:
-            raise ValueError(
-                f"The model in {self.path} was saved without integer calibration (it was not "
+                f"The model in {self.path} was saved without its integer network (it was not "
                 "simulated, e.g. --no-simulate); only its layers can be exported."
             )
-        cal = self.calibration
-        # compile_network always calibrates; calibrate on one zero image (cheap), then put the
-        # saved fraction bits back so the network is exactly the one that was simulated.
-        try:
-            net = compile_network(
-                self.model, np.zeros((1, *self.input_shape)), act_bits=int(cal["act_bits"])
-            )
-        except (ValueError, TypeError, IndexError, RuntimeError, ZeroDivisionError) as exc:
-            # e.g. an input_shape the first layer cannot read
+        net = load_network(self.path, limits=NetworkLimits(graph=self.limits.graph))
+        text = (self.path / NETWORK_FILE).read_bytes()
+        if hashlib.sha256(text).hexdigest() != self.meta.get("network_sha256"):
             raise ValueError(
-                f"The model in {self.path / STRUCTURE_FILE} does not compile into an integer "
-                f"network on its input shape {self.input_shape} ({exc})."
-            ) from exc
-        saved = cal["layers"]
-        names = [layer.name for layer in net.layers]
-        if sorted(names) != sorted(saved):
-            raise ValueError(
-                f"The calibration in {self.path / STRUCTURE_FILE} names layers {sorted(saved)} "
-                f"but the model has {names}."
+                f"The network file {self.path / NETWORK_FILE} does not match "
+                f"{self.path / STRUCTURE_FILE} (its content hash differs from the one recorded "
+                "there). Save the model again."
             )
-        for layer in net.layers:
-            layer.f_in = int(saved[layer.name]["f_in"])
-            layer.f_out = int(saved[layer.name]["f_out"])
-        net.input_frac = int(cal["input_frac"])
+        if self.input_shape is not None and tuple(net.input.shape) != tuple(self.input_shape):
+            raise ValueError(
+                f"The network in {self.path / NETWORK_FILE} reads inputs of shape "
+                f"{tuple(net.input.shape)} but {self.path / STRUCTURE_FILE} says "
+                f"{tuple(self.input_shape)}. Save the model again."
+            )
         return net
 
 
@@ -127,14 +114,12 @@ def save_coded_model(
 ) -> Path:
     """Write ``model``'s coded layers (and its module tree when it is a Sequential) to ``out_dir``.
 
-    ``network`` is the calibrated IntegerNetwork of the model (optional); its fraction bits are
-    saved so that :meth:`SavedModel.integer_network` rebuilds it without data. A network of any
-    other model (a :class:`~fewops.nn.traced_network.TracedNetwork`, e.g. a custom module or a
-    ResNet) has no whole-network top: its layers are saved and exported one by one, without the
-    calibration. Returns the folder.
+    ``network`` is the calibrated :class:`fewops.network.Network` of the model (optional); it is
+    saved as is (network.json + network.safetensors), so :meth:`SavedModel.integer_network`
+    returns exactly the simulated network, without data or torch. Returns the folder.
     """
-    if network is not None and not isinstance(network, IntegerNetwork):
-        network = None  # traced (non-Sequential) networks: per-layer export only
+    if network is not None and not isinstance(network, Network):
+        raise TypeError(f"network must be a fewops.network.Network; got {type(network).__name__}.")
     out = Path(out_dir)
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, CodedLinear | CodedConv2d)]
     if not layers:
@@ -155,9 +140,12 @@ def save_coded_model(
         "sequence": sequence,
         "sequence_note": note,
         "layers": records,
-        "calibration": None if network is None else _calibration(network),
+        "network_sha256": None,
     }
     out.mkdir(parents=True, exist_ok=True)
+    if network is not None:
+        save_network(network, out)
+        structure["network_sha256"] = hashlib.sha256((out / NETWORK_FILE).read_bytes()).hexdigest()
     meta = {"format": TENSOR_FORMAT, "structure_sha256": structure_hash(structure)}
     atomic_write(out / TENSOR_FILE, lambda tmp: save_file(tensors, tmp, metadata=meta))
     structure["tensors_sha256"] = tensors_hash(tensors)
@@ -261,14 +249,6 @@ def _plain(v):
     return list(v) if isinstance(v, tuple | list) else v
 
 
-def _calibration(net) -> dict:
-    return {
-        "act_bits": int(net.act_bits),
-        "input_frac": int(net.input_frac),
-        "layers": {layer.name: {"f_in": layer.f_in, "f_out": layer.f_out} for layer in net.layers},
-    }
-
-
 # -- loading ------------------------------------------------------------------------------------
 
 
@@ -330,8 +310,9 @@ def load_coded_model(path, *, limits: ModelLimits | None = None) -> SavedModel:
         input_shape=None if shape is None else tuple(int(v) for v in shape),
         layers=list(layers.items()),
         model=model,
-        calibration=structure.get("calibration"),
-        meta={k: structure.get(k) for k in ("sequence_note", "version")},
+        has_network=structure.get("network_sha256") is not None,
+        meta={k: structure.get(k) for k in ("sequence_note", "version", "network_sha256")},
+        limits=limits,
     )
 
 
@@ -350,8 +331,8 @@ def _read_structure(path: Path) -> dict:
         )
     if structure.get("version") != VERSION:
         older = (
-            " (saved without content hashes; save it again)"
-            if structure.get("version") == 1
+            " (saved by an older fewops; save it again)"
+            if structure.get("version") in (1, 2)
             else ""
         )
         raise ValueError(
@@ -480,11 +461,11 @@ def _tuple(v):
 
 
 def save_compressed(out_dir, model, method: str, dataset, act_bits: int, simulate: bool) -> Path:
-    """Save the model of ``fewops compress`` with the calibration its simulation used.
+    """Save the model of ``fewops compress`` with the integer network its simulation used.
 
     The calibration is recomputed as :func:`fewops.report.pipeline.run_method` does it (first 512
-    training images), which is deterministic, so the saved network is the simulated one. Models
-    the integer simulator cannot run (residual networks) are saved without it.
+    training images), which is deterministic, so the saved network is the simulated one. A model
+    the integer simulator cannot run is saved without a network (its layers only).
     """
     network = None
     if simulate:
@@ -492,8 +473,6 @@ def save_compressed(out_dir, model, method: str, dataset, act_bits: int, simulat
             network = compile_network(model, dataset.x_train[:512], act_bits=act_bits)
         except ValueError:
             network = None
-        if not isinstance(network, IntegerNetwork):
-            network = None  # residual networks simulate (traced) but export layer by layer only
     return save_coded_model(
         model, out_dir, method=method, input_shape=dataset.input_shape, network=network
     )

@@ -204,25 +204,9 @@ def check_structure(structure: dict, path: Path, limits: ModelLimits) -> dict:
                 f"The field 'input_shape' in {where} is {shape} ({total} values per input), "
                 f"beyond the limit max_input_elements={limits.max_input_elements}."
             )
-    cal = structure.get("calibration")
-    if cal is not None:
-        at = f"{where} (calibration)"
-        if not isinstance(cal, dict) or not isinstance(cal.get("layers"), dict):
-            raise ValueError(f"The field 'calibration' in {where} must be an object with layers.")
-        bounded_int(
-            cal.get("act_bits"),
-            at,
-            "act_bits",
-            1,
-            limits.max_act_bits,
-            f"max_act_bits={limits.max_act_bits}",
-        )
-        bounded_int(cal.get("input_frac"), at, "input_frac", -e, e, f"max_exponent={e}")
-        for name, entry in cal["layers"].items():
-            if not isinstance(entry, dict):
-                raise ValueError(f"The calibration of layer {name!r} in {where} is not an object.")
-            for key in ("f_in", "f_out"):
-                bounded_int(entry.get(key), f"{at} layer {name!r}", key, -e, e, f"max_exponent={e}")
+    digest = structure.get("network_sha256")
+    if digest is not None and (not isinstance(digest, str) or len(digest) != 64):
+        raise ValueError(f"The field 'network_sha256' in {where} must be a sha256 hex digest.")
     if structure.get("sequence") is not None:
         tree_size_ok(structure["sequence"], where, limits)
     return records

@@ -22,6 +22,7 @@ from fewops.network.steps import (
     MaxPool,
     Pad,
     Requantize,
+    Reshape,
     Slice,
     Step,
     SumPool,
@@ -165,6 +166,11 @@ def _infer(step: Step, info: dict[str, ValueInfo]) -> ValueInfo:
         return ValueInfo(tuple(step.shape), -step.frac, 1, 0, 2**step.bits - 1)
     if isinstance(step, Add):
         a, b = info[step.a], info[step.b]
+        if a.shape != b.shape or a.divisor != b.divisor:
+            raise ValueError(
+                f"Step {step.name!r} adds values of shapes {a.shape} and {b.shape} (divisors "
+                f"{a.divisor} and {b.divisor})."
+            )
         e = min(a.e, b.e)
         lo = (a.lo << (a.e - e)) + (b.lo << (b.e - e))
         hi = (a.hi << (a.e - e)) + (b.hi << (b.e - e))
@@ -179,8 +185,15 @@ def _infer(step: Step, info: dict[str, ValueInfo]) -> ValueInfo:
         lo = max(step.lo, requantize_int(v.lo, shift))
         hi = min(step.hi, requantize_int(v.hi, shift))
         return ValueInfo(v.shape, -step.frac, v.divisor, min(lo, hi), hi)
+    if isinstance(step, MaxPool | SumPool) and len(v.shape) != 3:
+        raise ValueError(f"Pooling step {step.name!r} needs a (C, H, W) input; got {v.shape}.")
     if isinstance(step, MaxPool):
         c, h, w = v.shape
+        if not 1 <= step.kernel <= min(h, w) or step.stride < 1:
+            raise ValueError(
+                f"Max pooling {step.name!r} has kernel {step.kernel} and stride {step.stride} "
+                f"on an input of shape {v.shape}."
+            )
         oh, ow = (h - step.kernel) // step.stride + 1, (w - step.kernel) // step.stride + 1
         return ValueInfo((c, oh, ow), v.e, v.divisor, v.lo, v.hi)
     if isinstance(step, SumPool):
@@ -188,6 +201,16 @@ def _infer(step: Step, info: dict[str, ValueInfo]) -> ValueInfo:
         return ValueInfo((c, 1, 1), v.e, v.divisor * h * w, v.lo * h * w, v.hi * h * w)
     if isinstance(step, Flatten):
         return ValueInfo((int(np.prod(v.shape)),), v.e, v.divisor, v.lo, v.hi)
+    if isinstance(step, Reshape):
+        if int(np.prod(step.shape)) != int(np.prod(v.shape)) or min(step.shape, default=0) < 1:
+            raise ValueError(f"Step {step.name!r} reshapes {v.shape} to {step.shape}.")
+        return ValueInfo(tuple(step.shape), v.e, v.divisor, v.lo, v.hi)
+    if isinstance(step, Pad | Slice):
+        given = step.widths if isinstance(step, Pad) else step.index
+        if len(given) != len(v.shape):
+            raise ValueError(
+                f"Step {step.name!r} gives {len(given)} axes for an input of shape {v.shape}."
+            )
     if isinstance(step, Pad):
         shape = tuple(n + a + b for n, (a, b) in zip(v.shape, step.widths, strict=True))
         return ValueInfo(shape, v.e, v.divisor, min(v.lo, 0), max(v.hi, 0))
@@ -202,11 +225,25 @@ def _infer(step: Step, info: dict[str, ValueInfo]) -> ValueInfo:
 def _infer_coded(step: Coded, v: ValueInfo) -> ValueInfo:
     graph = step.graph
     if step.conv is not None:
+        conv = step.conv
+        window = conv.in_channels * conv.kernel[0] * conv.kernel[1]
+        if len(v.shape) != 3 or v.shape[0] != conv.in_channels or graph.num_inputs != window:
+            raise ValueError(
+                f"Convolution {step.name!r} reads {conv.in_channels} channels through a graph of "
+                f"{graph.num_inputs} inputs; its input has shape {v.shape}."
+            )
         _, h, w = v.shape
-        oh, ow = step.conv.output_size(h, w)
+        oh, ow = conv.output_size(h, w)
+        if oh < 1 or ow < 1:
+            raise ValueError(f"Convolution {step.name!r} has no output position on {v.shape}.")
         shape: tuple[int, ...] = (graph.num_outputs, oh, ow)
         lo_in, hi_in = min(v.lo, 0), max(v.hi, 0)  # zero padding enters the windows
     else:
+        if int(np.prod(v.shape)) != graph.num_inputs:
+            raise ValueError(
+                f"Layer {step.name!r} reads {graph.num_inputs} features; its input has shape "
+                f"{v.shape}."
+            )
         shape = (graph.num_outputs,)
         lo_in, hi_in = v.lo, v.hi
     lo, hi = infer_ranges(graph, lo_in, hi_in)

@@ -24,10 +24,12 @@ from fewops.network.steps import (
     MaxPool,
     Pad,
     Requantize,
+    Reshape,
     Slice,
     Step,
     SumPool,
     act_range,
+    exact_shift_ready,
     requantize,
     requantize_int,
 )
@@ -83,6 +85,7 @@ def _run_step(step: Step, env: dict, net: Network, x: np.ndarray, integer: bool)
             raise ValueError(f"Step {step.name!r} adds differently pooled values.")
         e = min(a.e, b.e)
         if integer:
+            # each side below 2**62 after its shift, so an int64 sum cannot wrap
             return _Value(_shl(a.a, a.e - e) + _shl(b.a, b.e - e), e, a.divisor)
         return _Value(a.a + b.a, e, a.divisor)
     v = env[step.src]
@@ -104,6 +107,8 @@ def _run_step(step: Step, env: dict, net: Network, x: np.ndarray, integer: bool)
         return _Value(v.a.sum(axis=(2, 3), keepdims=True), v.e, v.divisor * positions)
     if isinstance(step, Flatten):
         return _Value(v.a.reshape(v.a.shape[0], -1), v.e, v.divisor)
+    if isinstance(step, Reshape):
+        return _Value(v.a.reshape(v.a.shape[0], *step.shape), v.e, v.divisor)
     if isinstance(step, Pad):
         return _Value(np.pad(v.a, ((0, 0), *step.widths)), v.e, v.divisor)
     if isinstance(step, Slice):
@@ -113,6 +118,7 @@ def _run_step(step: Step, env: dict, net: Network, x: np.ndarray, integer: bool)
 
 
 def _shl(a: np.ndarray, shift: int) -> np.ndarray:
+    a = exact_shift_ready(a, shift)
     return a << shift if a.dtype != object else a * (1 << shift)
 
 

@@ -28,12 +28,25 @@ def requantize(a: np.ndarray, shift: int, lo: int, hi: int) -> np.ndarray:
     ``(a + 2**(shift-1)) >> shift`` with an arithmetic (floor) shift for ``shift > 0``;
     ``a << -shift`` (exact) otherwise. Works on int64 and Python-int (object) arrays alike.
     """
-    a = np.asarray(a)
+    a = exact_shift_ready(np.asarray(a), max(0, -shift) if shift <= 0 else 1)
     if shift > 0:
+        if a.dtype != object and shift >= 62:
+            a = a.astype(object)  # the rounding constant 2**(shift-1) needs Python ints
         q = (a + (1 << (shift - 1))) >> shift
     else:
         q = a << (-shift) if a.dtype != object else a * (1 << -shift)
     return np.clip(q, lo, hi)
+
+
+def exact_shift_ready(a: np.ndarray, left: int) -> np.ndarray:
+    """``a`` as Python ints (object) when shifting it left by ``left`` bits could leave int64
+    (numpy would wrap around silently); else ``a`` itself."""
+    if a.dtype == object or a.size == 0:
+        return a
+    peak = int(np.abs(a).max())
+    if left >= 62 or (peak << left) >= 2**62:
+        return a.astype(object)
+    return a
 
 
 def requantize_int(value: int, shift: int) -> int:
@@ -195,6 +208,19 @@ class Flatten:
 
 
 @dataclass(frozen=True)
+class Reshape:
+    """Any other reshape of one sample (same values, C order), e.g. (16,) -> (4, 4)."""
+
+    name: str
+    src: str
+    shape: tuple[int, ...]
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return (self.src,)
+
+
+@dataclass(frozen=True)
 class Pad:
     """Zero padding: (before, after) for each axis of one sample (exact)."""
 
@@ -220,5 +246,5 @@ class Slice:
         return (self.src,)
 
 
-Step = Input | Coded | Requantize | Add | MaxPool | SumPool | Flatten | Pad | Slice
-STEP_TYPES = (Input, Coded, Requantize, Add, MaxPool, SumPool, Flatten, Pad, Slice)
+Step = Input | Coded | Requantize | Add | MaxPool | SumPool | Flatten | Reshape | Pad | Slice
+STEP_TYPES = (Input, Coded, Requantize, Add, MaxPool, SumPool, Flatten, Reshape, Pad, Slice)

@@ -35,6 +35,7 @@ from fewops.network.steps import (
     MaxPool,
     Pad,
     Requantize,
+    Reshape,
     Slice,
     Step,
     SumPool,
@@ -323,7 +324,7 @@ class _Builder:
         return _Sym(self.add(step), (x.shape[0], int(np.prod(x.shape[1:]))), x.nonneg, x.narrow)
 
     def view(self, name: str, x: _Sym, shape) -> _Sym:
-        """A reshape keeping the batch dimension: only flattening (or no change) is a step."""
+        """A reshape keeping the batch dimension (flattening, or any other per-sample shape)."""
         try:
             dims = tuple(int(d) for d in shape)
             out = np.empty(x.shape, dtype=np.int8).reshape(dims).shape
@@ -342,7 +343,8 @@ class _Builder:
             return x
         if len(out) == 2:
             return self.flatten(name, x, 1)
-        raise ValueError(_unsupported(f"a reshape to {tuple(shape)} at node {name!r}"))
+        step = Reshape(self.fresh(name), x.step, tuple(int(d) for d in out[1:]))
+        return _Sym(self.add(step), tuple(out), x.nonneg, x.narrow)
 
     def maxpool(self, name: str, x: _Sym, module: nn.MaxPool2d) -> _Sym:
         if module.ceil_mode or module.return_indices:

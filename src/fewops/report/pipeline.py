@@ -17,7 +17,7 @@ from fewops.io.json_values import json_safe_dict
 from fewops.nn.api import coded_layers, compress_
 from fewops.nn.coded import CodedConv2d
 from fewops.nn.geometry import output_positions
-from fewops.nn.integer_network import compile_network
+from fewops.nn.to_network import compile_network
 
 
 def network_cost(model: nn.Module, input_shape) -> NetworkCost:
