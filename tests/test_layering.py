@@ -61,7 +61,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "models": frozenset(),
     # The torch-free integer network (typed steps, simulator, calibration, saving): reads coded
     # layers' graphs and evaluates them; never torch, nn or files of other packages.
-    "network": frozenset({"graph", "sim"}),
+    "network": frozenset({"graph", "sim", "cost"}),
     # The one parallel map (joblib/loky locally, Dask on a cluster): a leaf that imports no
     # fewops package, so codes, sim, methods, report and cli can all run their tasks through it.
     "parallel": frozenset(),

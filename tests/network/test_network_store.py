@@ -13,10 +13,12 @@ from safetensors.numpy import safe_open, save_file
 from fewops.methods.baselines import CSDCode, CSDConfig
 from fewops.models import build
 from fewops.network import Coded, Network, Requantize, requantize, store
+from fewops.network.cost import count_network
 from fewops.network.store import NetworkLimits, load_network, save_network
 from fewops.nn.api import compress_
 from fewops.nn.fold import fold_batchnorm_
 from fewops.nn.to_network import compile_network
+from fewops.report.pipeline import network_cost
 
 
 def _coded(name, shape, seed=0):
@@ -148,3 +150,12 @@ def test_an_uncalibrated_network_cannot_be_saved_or_run(lenet, tmp_path):
     with pytest.raises(ValueError, match=re.escape(f"Requantize step {steps[2].name!r} is not")):
         raw.run(np.zeros((1, 1, 16, 16)))
     assert isinstance(steps[1], Coded)
+
+
+def test_counts_read_from_the_network_equal_the_report_s(lenet):
+    model, net = lenet
+    ours, report = count_network(net), network_cost(model, (1, 16, 16))
+    assert [la.name for la in ours.layers] == [la.name for la in report.layers]
+    for key in ("adds", "adder_bits", "luts_est", "bias_adds", "scale_mults"):
+        assert ours.totals()[key] == report.totals()[key], key
+    assert [la.positions for la in ours.layers] == [256, 16, 1, 1, 1]
