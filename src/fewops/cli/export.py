@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from fewops.cli.export_model import export_model
+from fewops.cli.export_stream import export_stream, stream_options
 from fewops.codes import csd, dense
 from fewops.codes.hardware import code_for_hardware
 from fewops.codes.lcc import decompose
@@ -87,6 +88,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--data", default=None, help="--model: bench the network on these test images")
     p.add_argument("--seed", type=int, default=0)
+    stream_options(p)
     p.add_argument(
         "--limit",
         action="append",
@@ -147,6 +149,22 @@ def _run(args: argparse.Namespace) -> int:
         args.testbench = 1000
     if args.testbench < 0:
         raise ValueError(f"--testbench needs a vector count of at least 1; got {args.testbench}.")
+    stream_only = [
+        flag
+        for flag, given in (
+            ("--parallel", args.parallel != 1),
+            ("--stall-percent", args.stall_percent is not None),
+            ("--pnr", args.pnr is not None),
+            ("--simulator", args.simulator != "iverilog"),
+        )
+        if given
+    ]
+    if stream_only and not args.stream:
+        raise ValueError(f"{', '.join(stream_only)} only apply to --stream.")
+    if args.stream:
+        if args.model is None:
+            raise ValueError("--stream needs --model DIR (a saved compressed network).")
+        return export_stream(args)
     if args.model is not None:
         return export_model(args)
     if args.data is not None:

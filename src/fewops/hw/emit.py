@@ -120,6 +120,35 @@ def literal(value: int) -> str:
     return f"-{text}" if value < 0 else text
 
 
+def csd_digits(value: int) -> list[tuple[int, int]]:
+    """(shift, +1 or -1) pairs with sum(d << shift) == value: canonical signed digits, no two
+    adjacent nonzero (the fewest adds for a constant multiplier without sharing)."""
+    m, k, digits = int(value), 0, []
+    while m:
+        if m & 1:
+            d = 2 - (m & 3)  # +1 when m = 1 mod 4, -1 when m = 3 mod 4
+            digits.append((k, d))
+            m -= d
+        m >>= 1
+        k += 1
+    return digits
+
+
+def shift_add_product(expr: str, value: int) -> str:
+    """``expr * value`` as shifts and adds of a signed expression (never a multiplier cell, so
+    synthesis uses no DSP block). Exact in the width of the wire it is assigned to whenever the
+    product fits it: shifts, adds and subtracts all agree modulo 2**width."""
+    digits = csd_digits(value)
+    if not digits:
+        return "0"
+    terms = []
+    for i, (k, d) in enumerate(digits):
+        term = expr if k == 0 else f"({expr} <<< {k})"
+        sign = ("-" if d < 0 else "") if i == 0 else (" - " if d < 0 else " + ")
+        terms.append(f"{sign}{term}")
+    return "(" + "".join(terms) + ")" if len(terms) > 1 or digits[0][1] < 0 else terms[0]
+
+
 def _pow2_exponent(values: np.ndarray) -> np.ndarray:
     """log2|v| where |v| is a power of two, else -1."""
     out = np.full(values.shape[0], -1, dtype=np.int64)

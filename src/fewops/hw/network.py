@@ -36,6 +36,7 @@ from fewops.hw.emit import (
     emit_module,
     literal,
     prepare_dir,
+    shift_add_product,
 )
 from fewops.hw.testbench import make_vectors, write_testbench
 from fewops.hw.tools import SimResult, run_iverilog, run_verilator
@@ -256,11 +257,12 @@ def emit_network(
             t_lo.append(min(p, q) + bias[j])
             t_hi.append(max(p, q) + bias[j])
         tw = _width(min(t_lo), max(t_hi))
-        mult = "" if m == 1 else f" * {literal(m)}"
         for j in range(g.num_outputs):
             b = "" if bias[j] == 0 else (f" + {literal(bias[j])}")
+            # the scale as shifts and adds: a constant multiplier would take a DSP block
+            prod = shift_add_product(f"$signed(acc{li}[{j * ow} +: {ow}])", m)
             decl.append(f"  wire signed [{tw - 1}:0] t{li}_{j};")
-            body.append(f"  assign t{li}_{j} = $signed(acc{li}[{j * ow} +: {ow}]){mult}{b};")
+            body.append(f"  assign t{li}_{j} = {prod}{b};")
         if li == last:
             out_width = tw
             t_names = [f"t{li}_{j}" for j in range(g.num_outputs)]

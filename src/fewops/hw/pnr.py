@@ -127,7 +127,8 @@ def place_and_route(
     )
     # relative names: the WebAssembly nextpnr sees only its working directory
     cmd = [pnr, *spec.device, "--json", netlist.name, "--freq", str(freq_mhz)]
-    cmd += ["--seed", str(seed), "--report", report.name]
+    # a design slower than the target still places and routes: report its fmax, do not fail
+    cmd += ["--seed", str(seed), "--report", report.name, "--timing-allow-fail"]
     _call(cmd, work, timeout, "place and route")
     seconds = time.perf_counter() - start
     data = json.loads(report.read_text())

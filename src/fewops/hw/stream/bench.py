@@ -65,16 +65,18 @@ def write_stream_bench(
     input_gap: int = 0,
     output_stall: int = 0,
     seed: int = 1,
+    input_signed: bool = True,
 ) -> Path:
     """Write ``tb.v`` and its two hex files into the folder ``path``; return the bench's path.
 
-    ``inputs`` has one row of signed ``input_bits``-bit values per beat (value j at
-    ``[j*input_bits +: input_bits]``), ``expected`` one row of ``output_bits``-bit values per beat.
+    ``inputs`` has one row of ``input_bits``-bit values per beat (value j at
+    ``[j*input_bits +: input_bits]``; signed unless ``input_signed`` is False), ``expected`` one
+    row of signed ``output_bits``-bit values per beat.
     """
     _stall_rule("input gap", input_gap)
     _stall_rule("output stall", output_stall)
     inputs, expected = np.asarray(inputs), np.asarray(expected)
-    check_fits(inputs, input_bits, "input")
+    check_fits(inputs, input_bits, "input", signed=input_signed)
     check_fits(expected, output_bits, "expected output")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
