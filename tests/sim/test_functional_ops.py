@@ -11,9 +11,9 @@ from torch import nn
 
 from fewops.io.coded_model import load_coded_model, save_coded_model
 from fewops.methods.baselines import CSDCode, CSDConfig
+from fewops.network import Network
 from fewops.nn.api import compress_
 from fewops.nn.to_network import compile_network
-from fewops.network import Network
 
 
 class Functional(nn.Module):

@@ -13,8 +13,7 @@ from fewops.methods.lcc import LCCCode, LCCConfig
 from fewops.models import build
 from fewops.nn.api import compress_
 from fewops.nn.fold import fold_batchnorm_
-from fewops.nn.to_network import compile_network
-from fewops.nn.to_network import SUPPORTED_TEXT
+from fewops.nn.to_network import SUPPORTED_TEXT, compile_network
 from fewops.nn.to_network import compile_network as compile_traced
 
 
