@@ -19,7 +19,6 @@ from fewops.hw.tools import (
     run_yosys,
 )
 from fewops.hw.verify import (
-    adder_bits,
     hardware_summary,
     simulate_graph,
     simulate_in_iverilog,
@@ -33,7 +32,6 @@ __all__ = [
     "SimResult",
     "ToolNotFoundError",
     "YosysStats",
-    "adder_bits",
     "emit_module",
     "from_network",
     "hardware_summary",

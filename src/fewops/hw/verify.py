@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fewops.cost.bits import adder_bits
 from fewops.graph.graph import Graph
-from fewops.graph.ops import Op
-from fewops.graph.widths import infer_widths
 from fewops.hw.emit import ModuleInfo, check_input_width, write_verilog
 from fewops.hw.testbench import make_vectors, write_testbench
 from fewops.hw.tools import (
@@ -92,13 +91,6 @@ def yosys_stats(
         return run_yosys(v_path, name, target=target)
 
 
-def adder_bits(graph: Graph, input_width: int = 8) -> int:
-    """Sum of the adders' output widths: on FPGAs a ripple adder costs about a LUT per bit."""
-    widths = infer_widths(graph, check_input_width(input_width))
-    binary = (graph.op == Op.ADD) | (graph.op == Op.SUB)
-    return int(widths[binary].sum())
-
-
 def hardware_summary(graph: Graph, input_width: int = 8, synth: bool = False) -> dict:
     """Figures a report can show beside a layer's cost: yosys adder cells (and LUTs).
 
@@ -113,7 +105,8 @@ def hardware_summary(graph: Graph, input_width: int = 8, synth: bool = False) ->
     out = {
         "yosys": True,
         "yosys_add_sub": proc.adders,
-        "adder_bits": adder_bits(graph, input_width),
+        # the one definition of full-adder bits (fewops.cost.bits), as in report.json
+        "adder_bits": int(adder_bits(graph, input_width).sum()),
     }
     if synth:
         xil = yosys_stats(graph, "xilinx", input_width=input_width)

@@ -13,8 +13,9 @@ from __future__ import annotations
 from tqdm import tqdm
 
 from fewops.cost import count_graph
+from fewops.cost.bits import adder_bits
 from fewops.hw.tools import ToolNotFoundError, require_tool
-from fewops.hw.verify import adder_bits, yosys_stats
+from fewops.hw.verify import yosys_stats
 from fewops.nn.api import coded_layers
 
 INPUT_WIDTH = 8
@@ -46,7 +47,7 @@ def hardware_figures(model, *, input_width: int = INPUT_WIDTH, max_nodes: int = 
                 "name": name,
                 "yosys_add_sub": cells,
                 "cost_adds": adds,
-                "adder_bits": adder_bits(graph, input_width),
+                "adder_bits": int(adder_bits(graph, input_width).sum()),
             }
         )
         total_yosys += cells
