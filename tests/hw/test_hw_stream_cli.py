@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from fewops.cli.main import main
+from fewops.codes import csd
 from fewops.data import load
+from fewops.hw.emit import write_verilog
 from fewops.hw.pnr import place_and_route
 from fewops.io.coded_model import save_coded_model
 from fewops.methods.baselines import CSDCode, CSDConfig
@@ -113,3 +115,12 @@ def test_place_and_route_reports_fmax_luts_and_no_multipliers(saved, tmp_path, c
 def test_place_and_route_refuses_unknown_targets(tmp_path):
     with pytest.raises(ValueError, match=re.escape("targets are ['ecp5', 'ice40']; got 'xc7'")):
         place_and_route([], "top", tmp_path, target="xc7")
+
+
+def test_a_small_layer_places_and_routes_on_ice40_inside_its_harness(tmp_path):
+    graph = csd.encode(np.random.default_rng(0).standard_normal((4, 4)), 5).graph
+    v_path, _ = write_verilog(graph, tmp_path / "v", name="small", pipeline_every=1)
+    result = place_and_route([v_path], "small", tmp_path / "pnr", target="ice40")
+    assert result.top == "small_harness" and result.fmax_mhz > 20
+    assert result.luts > 50 and result.ffs >= result.harness_ffs > 32
+    assert result.multipliers == 0 and result.utilization["SB_IO"] == 3

@@ -7,11 +7,19 @@ network's ports). ``ice40``: ``synth_ice40`` then Debian's ``nextpnr-ice40`` on 
 (CT256) for small layers. nextpnr's JSON report gives the achieved fmax of the clock and the
 cells used; the yosys netlist gives the multiplier blocks (none may be used: the designs are
 shift-add only, and the result says so). Tool versions are recorded with every result.
+
+A layer or stage alone has more port bits than any package has pins (a 5x5x6 window is 1,200
+input bits), so by default the design is placed inside a small harness (``wrap``): every input
+port is driven from one shift register fed by a single pin, every output bit is registered and
+XOR-reduced to a single registered pin, so no logic can be optimised away and the clock sees
+register-to-register paths, as inside a larger chip. The harness's own cells (one FF per port
+bit plus about one LUT4 per three output bits) are reported beside the totals.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -71,6 +79,8 @@ class PnrResult:
     utilization: dict = field(default_factory=dict)
     tools: dict = field(default_factory=dict)
     seconds: float = 0.0
+    harness_ffs: int = 0
+    """Flip-flops of the harness (``wrap``), included in ``ffs``."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,6 +115,7 @@ def place_and_route(
     freq_mhz: float = 100.0,
     seed: int = 1,
     timeout: float = 3600,
+    wrap: bool = True,
 ) -> PnrResult:
     """Synthesise ``sources`` (Verilog files) with yosys and place and route ``top``."""
     spec = TARGETS.get(target)
@@ -116,6 +127,14 @@ def place_and_route(
     pnr = pnr_tool(target)
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
+    sources = [Path(s) for s in sources]
+    harness_ffs = 0
+    if wrap:
+        ports = module_ports(sources, top)
+        text, harness_ffs = harness(top, ports)
+        (work / f"{top}_harness.v").write_text(text)
+        sources = [*sources, work / f"{top}_harness.v"]
+        top = f"{top}_harness"
     netlist, report = work / f"{top}_{target}.json", work / f"{top}_{target}_report.json"
     reads = "; ".join(f"read_verilog {Path(s).resolve()}" for s in sources)
     start = time.perf_counter()
@@ -148,6 +167,7 @@ def place_and_route(
         utilization=used,
         tools={"yosys": _version([yosys, "-V"]), "nextpnr": _version([pnr, "--version"])},
         seconds=round(seconds, 1),
+        harness_ffs=harness_ffs,
     )
 
 
@@ -173,3 +193,49 @@ def _count_cells(netlist: Path, kinds: tuple[str, ...], prefix: bool = False) ->
             if kind in kinds or (prefix and any(kind.startswith(k) for k in kinds)):
                 count += 1
     return count
+
+
+_PORT = re.compile(r"\b(input|output)\s+(?:wire\s+|reg\s+)?(?:signed\s+)?(?:\[(\d+):0\]\s*)?(\w+)")
+
+
+def module_ports(sources, top: str) -> list[tuple[str, str, int]]:
+    """(direction, name, width) of each port of module ``top`` (ANSI header, as emitted here)."""
+    for path in sources:
+        text = Path(path).read_text()
+        m = re.search(rf"\bmodule\s+{re.escape(top)}\s*\((.*?)\);", text, re.S)
+        if m:
+            header = re.sub(r"/\*.*?\*/|//[^\n]*", "", m.group(1), flags=re.S)
+            return [(d, n, int(w) + 1 if w else 1) for d, w, n in _PORT.findall(header)]
+    raise ValueError(f"No module {top!r} in {[str(p) for p in sources]}.")
+
+
+def harness(top: str, ports: list[tuple[str, str, int]]) -> tuple[str, int]:
+    """Verilog of ``TOP_harness`` (ports clk, din, dout) and its flip-flop count."""
+    ins = [(n, w) for d, n, w in ports if d == "input" and n != "clk"]
+    outs = [(n, w) for d, n, w in ports if d == "output"]
+    total_in = sum(w for _, w in ins)
+    total_out = sum(w for _, w in outs)
+    lines = [
+        "// Place-and-route harness: inputs from one shift register, outputs XOR-reduced.",
+        f"module {top}_harness (input wire clk, input wire din, output reg dout);",
+        f"  reg [{max(total_in, 1) - 1}:0] chain;",
+        f"  wire [{max(total_out, 1) - 1}:0] outs;",
+        f"  reg [{max(total_out, 1) - 1}:0] held;",
+        "  always @(posedge clk) begin",
+        f"    chain <= {{chain[{max(total_in, 1) - 2}:0], din}};"
+        if total_in > 1
+        else "    chain <= din;",
+        "    held <= outs;",
+        "    dout <= ^held;",
+        "  end",
+    ]
+    conns, pos = [".clk(clk)"] if any(n == "clk" for _, n, _ in ports) else [], 0
+    for name, width in ins:
+        conns.append(f".{name}(chain[{pos + width - 1}:{pos}])")
+        pos += width
+    pos = 0
+    for name, width in outs:
+        conns.append(f".{name}(outs[{pos + width - 1}:{pos}])")
+        pos += width
+    lines += [f"  {top} dut ({', '.join(conns)});", "endmodule", ""]
+    return "\n".join(lines), total_in + total_out + 1

@@ -10,6 +10,7 @@ from fewops.methods.baselines import CSDCode, CSDConfig
 from fewops.methods.lcc import LCCCode, LCCConfig
 from fewops.models import build
 from fewops.nn.api import compress_
+from fewops.nn.fold import fold_batchnorm_
 from fewops.nn.to_network import compile_network
 
 
@@ -56,6 +57,7 @@ def coded_network(model: str, method: str = "csd", shape: tuple | None = None):
         net = make().eval()
     else:
         net = build(model, shape, 10).eval()
+        fold_batchnorm_(net)  # ResNets: the network representation has no BatchNorm
     config = (
         CSDConfig(CSDCode(bits=3 if shape[-1] > 12 or model == "mnist-cnn" else 5))
         if method == "csd"
@@ -72,3 +74,24 @@ def images(net, count: int, seed: int = 1) -> np.ndarray:
     if count > 2:
         x[2] = 0.0
     return x
+
+
+@cache
+def residual_network(shortcut: str = "A", method: str = "csd", shape: tuple = (2, 7, 6)):
+    """A small ResNet of real basic blocks (BN folded): a 4-channel stem, two identity blocks,
+    one block that halves the image and doubles the channels (shortcut "A": slice and zero
+    channels; "B": a 1x1 stride-2 convolution), global average pool, Linear."""
+    from fewops.models.resnet import ResNet
+
+    torch.manual_seed(0)
+    stem = nn.Sequential(nn.Conv2d(shape[0], 4, 3, padding=1, bias=False), nn.BatchNorm2d(4))
+    stem.append(nn.ReLU())
+    net = ResNet(stem, 4, (2, 1), (4, 8), 10, shortcut).eval()
+    fold_batchnorm_(net)
+    config = (
+        CSDConfig(CSDCode(bits=4))
+        if method == "csd"
+        else LCCConfig(code=LCCCode(target_db=30.0), share=False)
+    )
+    compress_(net, config, input_shape=shape)
+    return compile_network(net, np.random.default_rng(0).random((16, *shape)))

@@ -3,8 +3,9 @@
 The blocks (window generators, conv layer, bench) are independent of any network
 representation: a block is built from a :class:`WindowSpec` (or :class:`MaskedSpec`) and (for a
 conv layer) the layer's shift-add graph in im2col form. :func:`emit_stream_network` builds the
-streaming top of a whole :class:`fewops.network.Network`, :func:`run_network_bench` checks it
-against ``Network.run``. See docs/hardware.md, "Streaming blocks".
+streaming top of a whole :class:`fewops.network.Network`, residual networks included (forks,
+Adds with sized shortcut FIFOs, slices: :mod:`fewops.hw.stream.residual`), and
+:func:`run_network_bench` checks it against ``Network.run``. See docs/hardware.md, "Streaming blocks".
 """
 
 from fewops.hw.stream.bench import BenchRun, run_stream_bench, write_stream_bench

@@ -99,8 +99,10 @@ def run_network_bench(
         expected = expected.copy()
         expected[corrupt] += 1
     # The images after the clean ones start clean too: an image's last windows may wait for
-    # the next image's first pixels, and those must arrive as the model says.
-    clean_in = min(n, clean_images + 1) * info.pixels if clean_images else 0
+    # the next images' first pixels (``lookahead_pixels``, more than one image in a deep
+    # network of small images), and those must arrive as the model says.
+    ahead = max(info.pixels, info.lookahead_pixels)
+    clean_in = min(n * info.pixels, clean_images * info.pixels + ahead) if clean_images else 0
     write_stream_bench(
         workdir,
         info.module,
