@@ -110,15 +110,20 @@ def pnr_table(net, args, lines: list[str], tmp: Path) -> list[dict]:
                 (s.text.module, [info.out_dir / f"{s.text.module}.v"])
                 for s in info.stages
                 if s.text.module.endswith("kernel")
-            ]
+            ][: args.pnr_kernels]
         for module, paths in designs:
-            r = place_and_route(
-                paths,
-                module,
-                tmp / f"pnr{every}_{module}",
-                target=args.pnr_stages,
-                freq_mhz=args.freq,
-            )
+            try:
+                r = place_and_route(
+                    paths,
+                    module,
+                    tmp / f"pnr{every}_{module}",
+                    target=args.pnr_stages,
+                    freq_mhz=args.freq,
+                )
+            except RuntimeError as exc:  # e.g. more cells than the device has: say so, go on
+                lines.append(f"| {module} | {pe} | failed: {str(exc).splitlines()[0][:80]} |")
+                print(lines[-1], flush=True)
+                continue
             lines.append(
                 f"| {module} | {pe} | {r.fmax_mhz} | {r.luts:,} | {r.ffs:,} | {r.multipliers} | "
                 f"{r.seconds:.0f} |"
@@ -140,6 +145,9 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("--pnr-stages", choices=("ecp5", "ice40"), default=None)
     p.add_argument("--pnr-whole", action="store_true")
+    p.add_argument(
+        "--pnr-kernels", type=int, default=None, help="place and route only the first N kernels"
+    )
     p.add_argument("--pipeline", type=int, nargs="+", default=[0, 2])
     p.add_argument("--freq", type=float, default=100.0)
     p.add_argument("--out", type=Path, default=None)
