@@ -59,7 +59,7 @@ import numpy as np
 
 from fewops.hw.emit import check_name
 from fewops.hw.stream.pointwise import Op, as_signed, emit_ops, pack, signed_bits
-from fewops.hw.stream.stages import Format, StageText, _fifo, _header
+from fewops.hw.stream.stages import Format, StageText, fifo_lines, stage_header
 from fewops.hw.stream.window import counter_bits
 
 # -- Verilog ---------------------------------------------------------------------------------
@@ -117,7 +117,7 @@ def emit_slice(
         last = axis[-1]
         return f"{var} == {bits}'d{last} ? {bits}'d{sentinel} : {var} + {bits}'d{axis.step}"
 
-    body = _header(
+    body = stage_header(
         name, f"slice rows {rows}, columns {cols}, channels {channels}", fin, fout.beat_bits, False
     )
     body += [
@@ -230,7 +230,7 @@ def emit_add(
         f"  wire [{fout.beat_bits - 1}:0] z;",
     ]
     body += lines + pack(names, "z", fout.bits)
-    body += _fifo(2, fout.beat_bits, "take", "z")
+    body += fifo_lines(2, fout.beat_bits, "take", "z")
     body += ["  assign room = count != 2'd2;", "endmodule", ""]
     return StageText(module=name, text="\n".join(body), out=fout, delay=1, fifo_depth=2)
 

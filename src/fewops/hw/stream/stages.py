@@ -54,7 +54,7 @@ class Format:
         return self.values * self.bits
 
 
-def _header(name: str, comment: str, fin: Format, out_bits: int, reg_out: bool) -> list[str]:
+def stage_header(name: str, comment: str, fin: Format, out_bits: int, reg_out: bool) -> list[str]:
     kind = "reg" if reg_out else "wire"
     return [
         "`timescale 1ns/1ps",
@@ -72,7 +72,7 @@ def _header(name: str, comment: str, fin: Format, out_bits: int, reg_out: bool) 
     ]
 
 
-def _fifo(depth: int, width: int, push: str, din: str) -> list[str]:
+def fifo_lines(depth: int, width: int, push: str, din: str) -> list[str]:
     """A ``depth``-entry FIFO written with ``din`` when ``push``; its head is ``m_axis``.
 
     Declares ``count`` (entries held); the caller makes sure ``push`` never overflows it.
@@ -155,7 +155,7 @@ def emit_kernel_stage(
     lat = kinfo.latency
     depth = lat + 2
     nb = counter_bits(depth + 1)
-    body = _header(name, comment or f"kernel stage, latency {lat}", fin, fout.beat_bits, False)
+    body = stage_header(name, comment or f"kernel stage, latency {lat}", fin, fout.beat_bits, False)
     body += [
         f"  wire [{graph.num_inputs * kbits - 1}:0] x;",
         f"  wire [{graph.num_outputs * ow - 1}:0] y;",
@@ -178,7 +178,7 @@ def emit_kernel_stage(
         "  wire take;",
         "  wire done;",
     ]
-    body += _fifo(depth, fout.beat_bits, "done", "z")
+    body += fifo_lines(depth, fout.beat_bits, "done", "z")
     body += [
         f"  assign s_axis_tready = count + inflight < {nb + 1}'d{depth};",
         "  assign take = s_axis_tvalid && s_axis_tready;",
@@ -219,12 +219,12 @@ def emit_map_stage(
     """``fout`` computed combinationally by ``lines`` (from ``s_axis_tdata``; value j is the
     signed wire ``names[j]``) into a 2-entry FIFO."""
     check_name(name)
-    body = _header(name, comment, fin, fout.beat_bits, False)
+    body = stage_header(name, comment, fin, fout.beat_bits, False)
     body.append(f"  wire [{fout.beat_bits - 1}:0] z;")
     body += lines
     body += pack(names, "z", fout.bits)
     body += ["  wire take;"]
-    body += _fifo(2, fout.beat_bits, "take", "z")
+    body += fifo_lines(2, fout.beat_bits, "take", "z")
     body += [
         "  assign s_axis_tready = count != 2'd2;  // registered: no path from m_axis_tready",
         "  assign take = s_axis_tvalid && s_axis_tready;",
@@ -277,7 +277,7 @@ def emit_gather(name: str, fin: Format, channels: int, pixels: int) -> StageText
     b, pw = fin.bits, fin.beat_bits
     fout = Format(channels * pixels, fin.lo, fin.hi)
     cb = counter_bits(pixels)
-    body = _header(
+    body = stage_header(
         name, f"flatten of {pixels} pixels x {channels} channels", fin, fout.beat_bits, True
     )
     held = pixels - 1
@@ -336,7 +336,7 @@ def emit_sum_pool(name: str, fin: Format, channels: int, pixels: int) -> StageTe
     fout = Format(channels, min(fin.lo * pixels, 0), max(fin.hi * pixels, 0))
     sw = fout.bits
     cb = counter_bits(pixels)
-    body = _header(name, f"sum over {pixels} pixels per channel", fin, fout.beat_bits, True)
+    body = stage_header(name, f"sum over {pixels} pixels per channel", fin, fout.beat_bits, True)
     body += [
         f"  reg [{cb - 1}:0] idx;",
         f"  reg [{fout.beat_bits - 1}:0] acc;",
