@@ -45,6 +45,8 @@ def export_stream(args) -> int:
     if problems:
         raise ValueError("The network cannot be streamed: " + "; ".join(problems) + ".")
     images = _images(net, args) if args.simulate else None
+    if args.testbench and not args.simulate:
+        print("note: the streaming bench is written and run together; add --simulate to run it")
     info = emit_stream_network(
         net,
         args.verilog,
