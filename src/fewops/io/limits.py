@@ -33,8 +33,8 @@ class ModelLimits:
     max_input_elements: int = 1 << 24
     """Most values in one input (the product of input_shape)."""
     max_exponent: int = 512
-    """Largest magnitude of a binary exponent: scale_e and the fraction bits f_in, f_out,
-    input_frac of the calibration."""
+    """Largest magnitude of a binary exponent (a layer's scale_e; the saved network's own
+    exponents are bounded by fewops.network.store.NetworkLimits)."""
     max_scale_bits: int = 64
     """Widest layer scale multiplier scale_m, in bits."""
     max_act_bits: int = 32
