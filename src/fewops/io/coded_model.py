@@ -84,7 +84,19 @@ class SavedModel:
                 f"The model in {self.path} was saved without its integer network (it was not "
                 "simulated, e.g. --no-simulate); only its layers can be exported."
             )
-        net = load_network(self.path, limits=NetworkLimits(graph=self.limits.graph))
+        lim = self.limits  # --limit NAME=VALUE reaches the network's bounds too
+        net = load_network(
+            self.path,
+            limits=NetworkLimits(
+                max_json_bytes=lim.max_json_bytes,
+                max_tensor_bytes=lim.max_tensor_bytes,
+                max_elements=lim.max_input_elements,
+                max_exponent=lim.max_exponent,
+                max_act_bits=lim.max_act_bits,
+                max_conv=lim.max_conv,
+                graph=lim.graph,
+            ),
+        )
         text = (self.path / NETWORK_FILE).read_bytes()
         if hashlib.sha256(text).hexdigest() != self.meta.get("network_sha256"):
             raise ValueError(
