@@ -47,6 +47,7 @@ from fewops.io.tensors import atomic_write
 from fewops.network.network import Network
 from fewops.network.store import JSON_FILE as NETWORK_FILE
 from fewops.network.store import NetworkLimits, load_network, save_network
+from fewops.network.store import tensors_hash as network_tensors_hash
 from fewops.nn.coded import CodedConv2d, CodedLinear
 from fewops.nn.to_network import compile_network
 
@@ -167,13 +168,9 @@ def save_coded_model(
 
 
 def tensors_hash(tensors: dict[str, np.ndarray]) -> str:
-    """sha256 over every array's name, dtype, shape and bytes, in name order."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        arr = np.ascontiguousarray(tensors[name])
-        h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
+    """sha256 over every array's name, dtype, shape and bytes, in name order (the one content
+    hash of saved arrays, shared with the saved network)."""
+    return network_tensors_hash(tensors)
 
 
 def structure_hash(structure: dict) -> str:

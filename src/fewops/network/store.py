@@ -190,6 +190,7 @@ def json_hash(body: dict) -> str:
 
 
 def tensors_hash(tensors: dict[str, np.ndarray]) -> str:
+    """sha256 over every array's name, dtype, shape and bytes, in name order."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         arr = np.ascontiguousarray(tensors[name])
